@@ -180,8 +180,9 @@ def train(inputs: RunInputs, config: TrainConfig) -> dict[str, Any]:
 
     seed_everything(inputs.seed)
     dataset = load_dataset(inputs.env, inputs.dataset, inputs.source, path=inputs.data_path)
+    # The learner's own generator (policy sampling) is seeded by the run seed unless the config sets one.
     learner = make_learner(method.learner, spec.obs_dim, spec.act_dim, device,
-                           stats=None, overrides=config.learner, dataset=dataset)
+                           overrides={"seed": inputs.seed, **config.learner}, dataset=dataset)
     real = TensorBuffer.from_dataset(dataset, device)
     generator = torch.Generator(device=device).manual_seed(inputs.seed)
 
@@ -222,13 +223,13 @@ def train(inputs: RunInputs, config: TrainConfig) -> dict[str, Any]:
         policy = torch_policy(lambda obs: learner.act(obs, deterministic=run_cfg.deterministic_eval), device)
         # Seeds depend on (run seed, step) only, so resumed runs evaluate identically.
         result = evaluate(policy, inputs.env, run_cfg.eval_episodes, seed=10_000 * (inputs.seed + 1) + step)
-        row = {"step": step, "return_mean": result.mean_return, "return_std": result.std_return,
-               "score_mean": result.mean_score, "score_std": result.std_score,
-               "episode_length_mean": float(np.mean(result.lengths)), "wall_time_s": elapsed}
+        row = {"step": step, "return_mean": result.return_mean, "return_std": result.return_std,
+               "score_mean": result.score_mean, "score_std": result.score_std,
+               "episode_length_mean": result.length_mean, "wall_time_s": elapsed}
         if loop is not None:
             row.update(loop.diagnostics(learner))
             if "J_hat" in row:
-                row["J"] = result.mean_return
+                row["J"] = result.return_mean
         eval_log.append(row)
         return row
 

@@ -1,0 +1,3 @@
+from adept.cli import main
+
+raise SystemExit(main())
