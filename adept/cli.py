@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "adept.commands.evaluate",
     "adept.commands.train",
     "adept.commands.world_model",
+    "adept.commands.behavior_policy",
     "adept.commands.behavior_agent",
 )
 

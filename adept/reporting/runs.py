@@ -1,0 +1,143 @@
+"""Reading the per-run outputs (docs/architecture.md, "Per-run outputs"): the only input of aggregation.
+
+A run lives in `<runs_dir>/<method>/<env>-<dataset>/seed<seed>/` and is complete once its
+`final.json` exists (it is written last). The method is the directory name, so variants such as
+`adept-sac_K5` and drop-in baselines are told apart even when their final.json names a base method.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from adept.outputs import atomic_write_text, read_csv
+from adept.runner import git_commit
+
+from .reference import Task
+
+REQUIRED_FINAL_KEYS = ("final_score",)
+EVAL_COLUMNS = ("step", "score_mean")
+
+
+def run_dir(runs_dir: str | Path, method: str, env: str, dataset: str, seed: int) -> Path:
+    return Path(runs_dir) / method / f"{env}-{dataset}" / f"seed{seed}"
+
+
+@dataclass(frozen=True)
+class Run:
+    method: str
+    env: str
+    dataset: str
+    seed: int
+    directory: Path
+    final: dict[str, Any]
+
+    @property
+    def task(self) -> Task:
+        return (self.env, self.dataset)
+
+    @property
+    def final_score(self) -> float:
+        return float(self.final["final_score"])
+
+
+def read_final(path: str | Path, env: str | None = None, dataset: str | None = None,
+               seed: int | None = None) -> dict[str, Any]:
+    """Load a final.json and check it has a numeric final_score and belongs where it lies."""
+    path = Path(path)
+    try:
+        final = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); rerun the run that wrote it") from None
+    if not isinstance(final, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(final).__name__}")
+    missing = [key for key in REQUIRED_FINAL_KEYS if key not in final]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}; a run's final.json must have at least "
+                         f"{list(REQUIRED_FINAL_KEYS)} (see docs/architecture.md, 'Per-run outputs')")
+    score = final["final_score"]
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise ValueError(f"{path}: final_score must be a finite number, got {score!r}")
+    for key, expected in (("env", env), ("dataset", dataset), ("seed", seed)):
+        if expected is not None and key in final and final[key] != expected:
+            raise ValueError(f"{path} says {key}={final[key]!r} but lies in the directory of {key}={expected!r}")
+    return final
+
+
+def load_runs(runs_dir: str | Path, methods: Iterable[str], tasks: Iterable[Task],
+              seeds: Iterable[int]) -> list[Run]:
+    """Every completed run of the grid (methods x tasks x seeds); runs without final.json are skipped."""
+    runs = []
+    for method in dict.fromkeys(methods):
+        for env, dataset in tasks:
+            for seed in seeds:
+                directory = run_dir(runs_dir, method, env, dataset, seed)
+                path = directory / "final.json"
+                if path.is_file():
+                    final = read_final(path, env, dataset, seed)
+                    runs.append(Run(method, env, dataset, seed, directory, final))
+    return runs
+
+
+def scores_by_task(runs: Iterable[Run], method: str) -> dict[Task, np.ndarray]:
+    """{(env, dataset): final scores of the method's runs, in seed order}."""
+    grouped: dict[Task, list[tuple[int, float]]] = {}
+    for run in runs:
+        if run.method == method:
+            grouped.setdefault(run.task, []).append((run.seed, run.final_score))
+    return {task: np.array([score for _, score in sorted(pairs)]) for task, pairs in grouped.items()}
+
+
+def read_eval_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, normalized scores) from the run's eval.csv."""
+    path = run.directory / "eval.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing although {run.directory / 'final.json'} exists; "
+                                "a run writes eval.csv before final.json")
+    rows = read_csv(path)
+    if not rows or any(column not in rows[0] for column in EVAL_COLUMNS):
+        raise ValueError(f"{path} needs the columns {list(EVAL_COLUMNS)} and at least one row")
+    return (np.array([row["step"] for row in rows], dtype=np.int64),
+            np.array([row["score_mean"] for row in rows], dtype=np.float64))
+
+
+def provenance(runs: Sequence[Run], expected_seeds: Sequence[int]) -> list[str]:
+    """Lines saying what a table was made from: data source, env versions, seeds, steps, commits."""
+    def distinct(values: Iterable[Any]) -> str:
+        found = sorted({str(v) for v in values if v not in (None, "")})
+        return ", ".join(found) if found else "unknown"
+
+    finals = [run.final for run in runs]
+    versions = [f.get("versions") or {} for f in finals]
+    seeds = sorted({run.seed for run in runs})
+    return [
+        f"Data source: {distinct(f.get('source') for f in finals)}.",
+        f"Environments: {distinct(f.get('env_id') for f in finals)} "
+        f"(gymnasium {distinct(v.get('gymnasium') for v in versions)}, mujoco {distinct(v.get('mujoco') for v in versions)}).",
+        f"Seeds: {', '.join(map(str, seeds)) or 'none'} of {len(expected_seeds)} configured; "
+        f"{len(runs)} completed runs.",
+        f"Gradient steps per run: {distinct(f.get('steps') for f in finals)}.",
+        f"Runs made at commit(s): {distinct(v.get('commit') for v in versions)}; "
+        f"report made at commit {git_commit()}.",
+    ]
+
+
+SCORE_COLUMNS = ("method", "env", "dataset", "seed", "final_score", "best_score", "final_return", "steps",
+                 "wall_time_s", "updates_per_s", "device", "source")
+
+
+def write_scores_csv(runs: Sequence[Run], path: str | Path) -> None:
+    """One row per completed run (the numbers behind every table), written atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(SCORE_COLUMNS)
+    for run in sorted(runs, key=lambda r: (r.method, r.env, r.dataset, r.seed)):
+        identity = {"method": run.method, "env": run.env, "dataset": run.dataset, "seed": run.seed}
+        writer.writerow([identity[c] if c in identity else run.final.get(c, "") for c in SCORE_COLUMNS])
+    atomic_write_text(path, buffer.getvalue())

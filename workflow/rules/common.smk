@@ -1,0 +1,275 @@
+# Helpers shared by the rules: where every artefact lives, the config each job gets, the targets.
+#
+# The validated config (see the Snakefile) is a grid (envs x datasets x seeds) plus the methods of
+# each output: Table 1's columns on the whole grid, Figure 3's curves on figure3.env, Table 4
+# (ADEPT-SAC and its variants) on the whole grid. `python -m adept train` runs the harness's own
+# methods; a drop-in baseline (workflow/rules/baselines/) brings a rule that writes its run outputs.
+
+import hashlib
+import json
+import os
+import re
+import shlex
+from pathlib import Path
+
+import yaml
+
+from adept.config import ConfigError, from_dict, merge
+from adept.methods import parse_method
+from adept.runner import TrainConfig
+from adept.world_model import ARCHITECTURE_KEYS, WorldModelConfig
+from baselines import LEARNERS, learner_config
+
+DATA_DIR = config["data"]["dir"]
+SOURCE = config["data"]["source"]
+RESULTS = config["results_dir"]
+RUNS = f"{RESULTS}/runs"
+LOGS = config["logs_dir"]
+ENVS = config["envs"]
+DATASETS = config["datasets"]
+SEEDS = config["seeds"]
+VARIANTS = config["variants"]
+
+TABLE1_METHODS = config["table1"]["methods"]
+FIGURE3_ENV = config["figure3"]["env"]
+FIGURE3_METHODS = config["figure3"]["methods"]
+TABLE4_BASELINE = config["table4"]["baseline"]
+TABLE4_VARIANTS = config["table4"]["variants"]
+TABLE4_METHODS = [TABLE4_BASELINE, *TABLE4_VARIANTS] if TABLE4_VARIANTS else []
+CONFIGURED_METHODS = list(dict.fromkeys([*TABLE1_METHODS, *FIGURE3_METHODS, *TABLE4_METHODS]))
+
+CONDA_ENV = f"{workflow.basedir}/workflow/envs/adept.yaml"  # absolute: rules live in different folders
+GPU_LOCK = f"{workflow.basedir}/workflow/scripts/gpu_lock.py"
+
+# What `python -m adept train` runs: <learner>, adept-<learner>, diff-<learner>, each with an
+# optional _<label> for variants. Other names must come from a drop-in baseline rule.
+HARNESS_METHOD_PATTERN = rf"(?:adept-|diff-)?(?:{'|'.join(sorted(LEARNERS))})(?:_[A-Za-z0-9.+-]+)?"
+
+
+wildcard_constraints:
+    env="|".join(ENVS),
+    dataset="|".join(re.escape(d) for d in DATASETS),
+    seed=r"\d+",
+    tag=r"wm-[0-9a-f]{10}",
+
+
+def is_harness_method(method):
+    return re.fullmatch(HARNESS_METHOD_PATTERN, method) is not None
+
+
+# ---------------------------------------------------------------------------------- method configs
+
+def variant_of(method):
+    """(base method, overrides) of a variant name; (method, {}) for any other method."""
+    if method in VARIANTS:
+        return VARIANTS[method]["method"], VARIANTS[method].get("overrides", {})
+    if "_" in method:
+        raise ValueError(f"method {method!r} has a _label suffix but is not defined under `variants:` in the "
+                         "config; add it there (method: <base method>, overrides: ...) or drop the suffix")
+    return method, {}
+
+
+def method_spec(method):
+    """adept.methods.MethodSpec of the method's base (learner, needs a world model / pi_D)."""
+    return parse_method(variant_of(method)[0])
+
+
+def method_sections(method):
+    """The method's full run config: shared sections and its learner's section, then the overrides of
+    its base method (method_overrides) and of the variant; later ones win."""
+    base, variant_overrides = variant_of(method)
+    spec = parse_method(base)
+    sections = {"run": config["run"], "learner": config["learners"].get(spec.learner, {})}
+    if spec.needs_world_model:
+        sections["world_model"] = config["world_model"]
+        sections["adept"] = config["adept"]
+    sections = merge(sections, config["method_overrides"].get(base, {}))
+    return merge(sections, variant_overrides)
+
+
+def train_config(method):
+    """The YAML `python -m adept train --config` gets. Its world_model section keeps the keys that may
+    change on a trained model; the architecture keys choose which world model is trained instead."""
+    sections = method_sections(method)
+    if "world_model" in sections:
+        sections["world_model"] = {k: v for k, v in sections["world_model"].items() if k not in ARCHITECTURE_KEYS}
+    return sections
+
+
+def world_model_config(method):
+    """The world_model section a method's model is trained with: the shared section plus the
+    architecture keys of the method's own overrides (e.g. K for Table 4's K=5 and K=20)."""
+    own = method_sections(method).get("world_model", {})
+    return {"world_model": merge(config["world_model"], {k: v for k, v in own.items() if k in ARCHITECTURE_KEYS})}
+
+
+def world_model_tag(method):
+    """Hash of all the world-model training depends on: ADEPT-X and Diff+X share one model, K variants do not."""
+    text = json.dumps([world_model_config(method), config["world_model_training"]], sort_keys=True)
+    return f"wm-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+
+
+def world_model_config_of_tag(tag):
+    for method in CONFIGURED_METHODS:
+        if is_harness_method(method) and method_spec(method).needs_world_model and world_model_tag(method) == tag:
+            return world_model_config(method)
+    raise ValueError(f"no configured method uses world model {tag!r}; it belongs to another config")
+
+
+def check_config():
+    """Cross-field checks and every method's sections, so a typo fails before any job starts."""
+    unknown = [v for v in TABLE4_VARIANTS if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"table4.variants {unknown} are not defined under `variants:` (defined: {sorted(VARIANTS)})")
+    if FIGURE3_METHODS and FIGURE3_ENV not in ENVS:
+        raise ValueError(f"figure3.env {FIGURE3_ENV!r} is not one of the configured envs {ENVS}")
+    try:
+        learner_config("bc", config["behavior_policy"].get("learner", {}))
+    except (ConfigError, ValueError) as err:
+        raise ValueError(f"behavior_policy.learner is invalid: {err}") from None
+    for method in filter(is_harness_method, CONFIGURED_METHODS):
+        try:
+            sections = method_sections(method)
+            TrainConfig.from_dict(train_config(method))
+            learner_config(method_spec(method).learner, sections["learner"])
+            from_dict(WorldModelConfig, sections.get("world_model", {}), "world_model")
+        except (ConfigError, ValueError) as err:
+            raise ValueError(f"config of method {method!r} is invalid: {err}") from None
+
+
+def check_baselines_have_rules():
+    """Every configured method that `adept train` does not run must be written by some rule."""
+    produced = [str(f) for rule in workflow.rules for f in rule.output]
+    for method in CONFIGURED_METHODS:
+        if not is_harness_method(method) and not any(p.startswith(f"{RUNS}/{method}/") for p in produced):
+            raise ValueError(
+                f"method {method!r} is neither a harness method ({HARNESS_METHOD_PATTERN}) nor written by a "
+                f"drop-in rule (no rule has the output {RUNS}/{method}/.../final.json); see "
+                "workflow/rules/baselines/README.md")
+
+
+# ------------------------------------------------------------------------------ inputs of the stages
+
+def dataset_path(wildcards):
+    """The hdf5 file of (env, dataset) for the configured source; one source never stands in for the other."""
+    if SOURCE == "d4rl":
+        return f"{DATA_DIR}/d4rl/{wildcards.env}_{wildcards.dataset.replace('-', '_')}-v2.hdf5"
+    size = config["data"]["size"]
+    suffix = f"-n{size}" if size is not None else ""
+    # The layout of adept.data.generated.generated_path, so `adept train --source generated` finds it too.
+    return f"{DATA_DIR}/generated/{wildcards.env}-{wildcards.dataset}-seed{config['data']['seed']}{suffix}.hdf5"
+
+
+def behavior_policy_path(wildcards):
+    return f"{RESULTS}/behavior/{wildcards.env}-{wildcards.dataset}/seed{wildcards.seed}/policy.pt"
+
+
+def world_model_path(wildcards):
+    tag = world_model_tag(wildcards.method)
+    return f"{RESULTS}/world_models/{tag}/{wildcards.env}-{wildcards.dataset}/seed{wildcards.seed}/model.pt"
+
+
+def train_inputs(wildcards):
+    spec = method_spec(wildcards.method)
+    inputs = {"data": dataset_path(wildcards), "config": f"{RESULTS}/configs/{wildcards.method}.yaml"}
+    if spec.needs_world_model:
+        inputs["world_model"] = world_model_path(wildcards)
+    if spec.needs_behavior_policy:
+        inputs["behavior_policy"] = behavior_policy_path(wildcards)
+    return inputs
+
+
+def model_flags(wildcards, input):
+    flags = [f"--world-model {input.world_model}"] if "world_model" in input.keys() else []
+    flags += [f"--behavior-policy {input.behavior_policy}"] if "behavior_policy" in input.keys() else []
+    return " ".join(flags)
+
+
+# ------------------------------------------------------------------------------------ command lines
+
+def cli_flags(options):
+    """{"log_every": 1000, "early_stop": True} -> "--log-every 1000 --early-stop" (false/null left out)."""
+    flags = []
+    for key, value in options.items():
+        flag = f"--{key.replace('_', '-')}"
+        if value is True:
+            flags.append(flag)
+        elif value is not False and value is not None:
+            flags.append(f"{flag} {shlex.quote(str(value))}")
+    return " ".join(flags)
+
+
+def set_flags(options):
+    """{"lr": 1e-4} -> "--set lr=0.0001"; values as JSON, which the commands parse as YAML."""
+    return " ".join(f"--set {shlex.quote(f'{key}={json.dumps(value)}')}" for key, value in options.items())
+
+
+def behavior_policy_options():
+    """Options of `adept behavior-policy`; its `learner:` entries (BCConfig fields) become --set flags."""
+    options = dict(config["behavior_policy"])
+    learner = options.pop("learner", {})
+    return " ".join(filter(None, [cli_flags(options), set_flags(learner)]))
+
+
+# Shell command of the rules that write a generated text file (params.text): atomically, without a
+# Python process (a `run:` job would be a whole Snakemake process of its own).
+WRITE_PARAMS_TEXT = "(printf '%s' {{params.text:q}} > {output}.tmp && mv {output}.tmp {output}) > {{log}} 2>&1"
+
+
+def gpu_lock(wildcards, resources):
+    """Prefix that pins a GPU job to GPUs no other job holds (a no-op on CPU-only machines and for gpu=0)."""
+    return f"python {GPU_LOCK} --gpus {resources.gpu} --"
+
+
+def job_resources(kind):
+    return config["resources"][kind]
+
+
+# ----------------------------------------------------------------------------------------- targets
+
+def run_outputs(methods, envs):
+    return [f"{RUNS}/{m}/{e}-{d}/seed{s}/final.json" for m in methods for e in envs for d in DATASETS for s in SEEDS]
+
+
+def table1_runs(wildcards):
+    return run_outputs(TABLE1_METHODS, ENVS)
+
+
+def table4_runs(wildcards):
+    return run_outputs(TABLE4_METHODS, ENVS)
+
+
+def figure3_runs(wildcards):
+    return run_outputs(FIGURE3_METHODS, [FIGURE3_ENV])
+
+
+def all_runs(wildcards):
+    return list(dict.fromkeys(table1_runs(wildcards) + figure3_runs(wildcards) + table4_runs(wildcards)))
+
+
+def report_targets():
+    targets = [f"{RESULTS}/table1.{ext}" for ext in ("md", "tex", "html")] + [f"{RESULTS}/scores.csv"]
+    if TABLE4_METHODS:
+        targets += [f"{RESULTS}/table4.{ext}" for ext in ("md", "tex", "html")]
+    if FIGURE3_METHODS:
+        targets += [f"{RESULTS}/figure3.png", f"{RESULTS}/figure3.pdf"]
+    return targets
+
+
+def report_spec():
+    """The report spec (adept.reporting.spec): the grid and the columns of every table and the figure."""
+    table4 = []
+    if TABLE4_METHODS:
+        table4 = [{"method": TABLE4_BASELINE, "label": "baseline", "paper_column": "baseline"}]
+        table4 += [{"method": v, "label": VARIANTS[v].get("label", v), "paper_column": VARIANTS[v].get("paper_column")}
+                   for v in TABLE4_VARIANTS]
+    return {
+        "runs_dir": os.path.relpath(RUNS, RESULTS), "envs": ENVS, "datasets": DATASETS, "seeds": SEEDS, "labels": config["labels"],
+        "table1": {"methods": TABLE1_METHODS},
+        "table4": {"columns": table4},
+        "figure3": {"env": FIGURE3_ENV, "methods": FIGURE3_METHODS, "band": config["figure3"]["band"]},
+        "bootstrap": config["bootstrap"],
+    }
+
+
+check_config()
