@@ -67,20 +67,22 @@ class ClosedLoop:
     """Synthetic data for ``adept-*`` and ``diff-*`` methods, driven by the runner."""
 
     def __init__(self, config: ClosedLoopConfig, world_model: WorldModel, real: TensorBuffer,
-                 behavior_policy=None, *, gamma: float = 0.99, generator: torch.Generator | None = None):
+                 behavior_policy=None, *, gamma: float = 0.99, generator: torch.Generator | None = None,
+                 heldout: TensorBuffer | None = None):
         if config.refit_world_model and config.importance_sampling and behavior_policy is None:
             raise ValueError("ADEPT's importance-sampled world-model update needs the behaviour policy pi_D: "
                              "pass --behavior-policy (fit one with `python -m adept behavior-policy`)")
         self.config = config
         self.world_model = world_model
         self.real = real
+        # Theorem 4.4 errors are measured on transitions the initial fit held out (in-sample otherwise).
+        self.heldout = heldout if heldout is not None else real
         self.behavior_policy = behavior_policy
         self.gamma = gamma
         self.device = real.device
         self.generator = generator or torch.Generator(device=self.device)
         self.synthetic = TensorBuffer(config.synthetic_capacity, real.obs_dim, real.act_dim, self.device)
         self._previous_policy = None
-        self._last_rollout_stats: dict[str, torch.Tensor] = {}
 
     # ---- called by the runner -------------------------------------------------------------
     def before_update(self, step: int, learner) -> dict[str, torch.Tensor]:
@@ -93,8 +95,7 @@ class ClosedLoop:
                                     deterministic_policy=self.config.rollout_deterministic)
         self.synthetic.add(rollout.observations, rollout.actions, rollout.rewards,
                            rollout.next_observations, rollout.dones)
-        self._last_rollout_stats = {f"rollout/{k}": v for k, v in rollout.stats.items()}
-        return self._last_rollout_stats
+        return {f"rollout/{k}": v for k, v in rollout.stats.items()}
 
     def after_update(self, step: int, learner) -> dict[str, torch.Tensor]:
         """IWU steps due after this learner update (none for Diff+X)."""
@@ -116,7 +117,7 @@ class ClosedLoop:
                 log_pi = learner.log_prob(batch.observations, batch.actions)
                 log_pi_b = self.behavior_policy.log_prob(batch.observations, batch.actions)
             weights, stats = importance_weights(log_pi, log_pi_b, self.config.importance)
-        metrics = self.world_model.update(batch, weights)
+        metrics = self.world_model.update(batch, weights, self.generator)
         metrics.update({f"iw/{k}": v for k, v in stats.items()})
         return {f"wm/{k}" if not k.startswith("iw/") else k: v for k, v in metrics.items()}
 
@@ -124,16 +125,13 @@ class ClosedLoop:
         """Theorem 4.4 estimates at an evaluation point (host values; called at eval cadence only)."""
         from adept.diagnostics import return_gap_report
 
-        batch = self.real.sample(self.config.diagnostics_samples, self.generator)
+        batch = self.heldout.sample(self.config.diagnostics_samples, self.generator)
         report = return_gap_report(
             world_model=self.world_model, policy=learner, previous_policy=self._previous_policy,
             behavior_policy=self.behavior_policy, batch=batch, gamma=self.gamma,
             importance=self.config.importance, horizon=self.config.horizon, generator=self.generator)
         self._previous_policy = copy.deepcopy(learner)
         return report
-
-    def check_finite(self, step: int) -> None:
-        self.world_model.check_finite(self._last_rollout_stats, step)
 
     # ---- checkpointing --------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -137,13 +137,16 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _host_metrics(metrics: dict[str, torch.Tensor], count: int) -> dict[str, float]:
-    """One host transfer for all running sums: {name: mean over `count` updates}."""
-    if not metrics:
+def _host_metrics(sums: dict[str, torch.Tensor], counts: dict[str, int]) -> dict[str, float]:
+    """One host transfer for all running sums: {name: mean over the steps that reported it}.
+
+    Metrics come at different cadences (learner: every update; rollouts: once per epoch; IWU: as
+    scheduled), so each is averaged over its own count."""
+    if not sums:
         return {}
-    names = list(metrics)
-    values = torch.stack([metrics[n].detach().float().reshape(()) for n in names]).cpu().tolist()
-    return {n: v / count for n, v in zip(names, values)}
+    names = list(sums)
+    values = torch.stack([sums[n].float().reshape(()) for n in names]).cpu().tolist()
+    return {n: v / counts[n] for n, v in zip(names, values)}
 
 
 @dataclass
@@ -186,7 +189,7 @@ def train(inputs: RunInputs, config: TrainConfig) -> dict[str, Any]:
     real = TensorBuffer.from_dataset(dataset, device)
     generator = torch.Generator(device=device).manual_seed(inputs.seed)
 
-    loop = _make_closed_loop(method, inputs, config, real, device, learner, generator)
+    loop = _make_closed_loop(method, inputs, config, dataset, real, device, learner, generator)
     sampler = MixedSampler(real, loop.synthetic if loop else None, run_cfg.batch_size,
                            rule=run_cfg.mixing, real_fraction=run_cfg.real_fraction, generator=generator)
 
@@ -236,6 +239,7 @@ def train(inputs: RunInputs, config: TrainConfig) -> dict[str, Any]:
     step_timer = time.perf_counter()
     run_start = time.perf_counter() - elapsed_before
     sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
     since_log = 0
     for step in range(start_step, run_cfg.steps):
         metrics: dict[str, torch.Tensor] = {}
@@ -246,19 +250,24 @@ def train(inputs: RunInputs, config: TrainConfig) -> dict[str, Any]:
             metrics.update(loop.after_update(step, learner))
         for name, value in metrics.items():
             sums[name] = sums[name] + value.detach() if name in sums else value.detach().clone()
+            counts[name] = counts.get(name, 0) + 1
         since_log += 1
         done = step + 1
         if done % run_cfg.log_every == 0 or done == run_cfg.steps:
-            host = _host_metrics(sums, since_log)
+            host = _host_metrics(sums, counts)
             bad = sorted(k for k, v in host.items() if not math.isfinite(v))
             if bad:
                 raise DivergenceError(
-                    f"[{tag}] non-finite values at step {done}: {', '.join(f'{k}={host[k]}' for k in bad)}; "
-                    f"the last good checkpoint ({checkpoint_path}) was kept. Lower the learning rate or "
-                    f"check the data.")
+                    f"[{tag}] non-finite values at step {done}: {', '.join(f'{k}={host[k]}' for k in bad)} "
+                    f"(learner losses are unprefixed; wm/ = world-model update, rollout/ = generated "
+                    f"data, iw/ = importance weights). The last good checkpoint ({checkpoint_path}) was kept.")
+            if host.get("iw/is_collapsed", 0.0) > 0.0:
+                log.warning("[%s] importance weights collapsed (ESS/N below the threshold) in %.0f%% of IWU "
+                            "steps before step %d; mean ESS/N %.3f", tag, 100 * host["iw/is_collapsed"], done,
+                            host.get("iw/is_ess_fraction", float("nan")))
             now = time.perf_counter()
             host["updates_per_s"] = since_log / max(now - step_timer, 1e-9)
-            step_timer, sums, since_log = now, {}, 0
+            step_timer, sums, counts, since_log = now, {}, {}, 0
             train_log.append({"step": done, **host})
         if done % run_cfg.eval_every == 0 or done == run_cfg.steps:
             elapsed = time.perf_counter() - run_start
@@ -325,7 +334,7 @@ def _check_resumable(state: dict, inputs: RunInputs, config: TrainConfig) -> Non
                          f"the same config or delete {Path(inputs.out_dir) / 'checkpoint.pt'} to start over")
 
 
-def _make_closed_loop(method: MethodSpec, inputs: RunInputs, config: TrainConfig, real, device,
+def _make_closed_loop(method: MethodSpec, inputs: RunInputs, config: TrainConfig, dataset, real, device,
                       learner, generator):
     if not method.needs_world_model:
         return None
@@ -341,7 +350,31 @@ def _make_closed_loop(method: MethodSpec, inputs: RunInputs, config: TrainConfig
     behavior = load_learner(inputs.behavior_policy_path, device) if inputs.behavior_policy_path else None
     gamma = float(getattr(learner.config, "gamma", 0.99))
     return ClosedLoop(loop_cfg, world_model, real, behavior if method.synthetic == "adept" else None,
-                      gamma=gamma, generator=generator)
+                      gamma=gamma, generator=generator,
+                      heldout=_heldout_transitions(inputs.world_model_path, dataset, device))
+
+
+def _heldout_transitions(world_model_path: Path, dataset, device):
+    """The transitions the world model's initial fit held out (from its report next to the model),
+    or None (diagnostics then use training data) if the report is missing or is for other data."""
+    from adept.world_model_training import output_paths, split_holdout
+    from baselines.replay import TensorBuffer
+
+    report_path = output_paths(world_model_path)["report"]
+    if not report_path.is_file():
+        log.warning("no report %s next to the world model: Theorem 4.4 errors will be measured on its "
+                    "training data", report_path)
+        return None
+    report = json.loads(report_path.read_text())
+    n = len(dataset.observations)
+    if report.get("train_transitions", 0) + report.get("heldout_transitions", 0) != n:
+        log.warning("the world model's report %s describes a dataset of another size: Theorem 4.4 errors "
+                    "will be measured on training data", report_path)
+        return None
+    _, heldout = split_holdout(n, report["holdout_fraction"], report["seed"])
+    return TensorBuffer.from_arrays(dataset.observations[heldout], dataset.actions[heldout],
+                                    dataset.rewards[heldout], dataset.next_observations[heldout],
+                                    dataset.terminals[heldout].astype(np.float32), device)
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,0 +1,78 @@
+"""`python -m adept world-model`: the initial fit of the guided diffusion world model on an offline dataset."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "world-model", help="train the diffusion world model on an offline dataset (resumes if interrupted)",
+        description="Fit the world model (eps_theta + r_eta) on D with unit importance weights, Algorithm 1's "
+                    "initialization. Writes --out (the model), and next to it .csv (log), .json (report with "
+                    "held-out one-step errors) and .ckpt (resume state). Re-running the same command resumes.")
+    parser.add_argument("--env", required=True, help="halfcheetah, hopper or walker2d")
+    parser.add_argument("--dataset", default=None, help="random, medium or medium-replay (needed without --data)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="dataset hdf5 file in the D4RL layout (default: locate by --source and --dataset)")
+    parser.add_argument("--source", default="d4rl", help="d4rl, generated or minari (used without --data)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True, help="model file to write, e.g. results/wm/hopper.pt")
+    parser.add_argument("--config", type=Path, default=None, help="YAML whose `world_model:` section holds "
+                        "WorldModelConfig fields")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="world_model.KEY=VALUE",
+                        help="override a config value, e.g. --set world_model.guidance_weight=0.5")
+    parser.add_argument("--steps", type=int, default=1_000_000, help="gradient steps (paper: 1e6)")
+    parser.add_argument("--log-every", type=int, default=1000, help="steps between log rows / held-out evaluations")
+    parser.add_argument("--checkpoint-every", type=int, default=10_000)
+    parser.add_argument("--holdout-fraction", type=float, default=0.05,
+                        help="fraction of transitions held out to judge convergence")
+    parser.add_argument("--early-stop", action="store_true",
+                        help="stop once the held-out next-state error stops improving (see the report's rule)")
+    parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (e.g. 1 on a shared machine)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.set_defaults(func=run)
+
+
+def load_world_model_config(config_path: Path | None, overrides: list[str]):
+    """WorldModelConfig from the YAML's `world_model:` section (other sections are ignored) plus
+    `world_model.KEY=VALUE` overrides."""
+    from adept.config import ConfigError, from_dict, load_yaml, merge, parse_overrides
+    from adept.world_model import WorldModelConfig
+
+    override_values = parse_overrides(overrides)
+    other = sorted(set(override_values) - {"world_model"})
+    if other:
+        raise ConfigError(f"`adept world-model` only takes world_model.KEY=VALUE overrides, got sections {other}")
+    values = merge(load_yaml(config_path) if config_path else {}, override_values)
+    return from_dict(WorldModelConfig, values.get("world_model") or {}, "world_model")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from adept.data import load_dataset, load_file
+    from adept.runner import resolve_device
+    from adept.world_model_training import train_world_model
+
+    config = load_world_model_config(args.config, args.overrides)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.data is not None:
+        dataset = load_file(args.data, env=args.env)
+    elif args.dataset is None:
+        raise ValueError("pass --data PATH.hdf5 or --dataset (random, medium or medium-replay) with --source")
+    else:
+        dataset = load_dataset(args.env, args.dataset, source=args.source)
+    report = train_world_model(dataset, config, steps=args.steps, device=resolve_device(args.device),
+                               seed=args.seed, out_path=args.out, log_every=args.log_every,
+                               checkpoint_every=args.checkpoint_every, holdout_fraction=args.holdout_fraction,
+                               early_stop=args.early_stop, resume=not args.no_resume, progress=not args.quiet)
+    print(json.dumps({"out": str(args.out), "steps_done": report["steps_done"], "converged": report["converged"],
+                      "final": report["final"]}))
+    return 0
