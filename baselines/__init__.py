@@ -1,0 +1,86 @@
+"""Offline RL learners (one readable file each) and the registry the harness builds them from.
+
+    learner = make_learner("iql", obs_dim, act_dim, device, dataset=dataset, overrides={"beta": 3.0})
+    metrics = learner.update(batch)          # dict of scalar tensors, no host sync
+    actions = learner.act(observations)      # raw observations in, actions in [-1, 1]
+    save_learner("policy.pt", learner); learner = load_learner("policy.pt", device)
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adept.config import from_dict, to_dict
+from adept.outputs import atomic_torch_save
+from baselines.bc import BC, BCConfig, fit_behavior_policy
+from baselines.common import DataStats, LearnerConfig, OfflineLearner
+from baselines.cql import CQL, CQLConfig
+from baselines.iql import IQL, IQLConfig
+from baselines.replay import Batch, MixedSampler, TensorBuffer
+from baselines.sac import SAC, SACConfig
+from baselines.td3bc import TD3BC, TD3BCConfig
+
+LEARNERS: dict[str, tuple[type[OfflineLearner], type[LearnerConfig]]] = {
+    "iql": (IQL, IQLConfig),
+    "sac": (SAC, SACConfig),
+    "bc": (BC, BCConfig),
+    "td3bc": (TD3BC, TD3BCConfig),
+    "cql": (CQL, CQLConfig),
+}
+
+SAVE_FORMAT = "adept-learner/1"
+
+
+def _lookup(name: str) -> tuple[type[OfflineLearner], type[LearnerConfig]]:
+    if name not in LEARNERS:
+        raise ValueError(f"unknown learner {name!r}; valid learners are {sorted(LEARNERS)}")
+    return LEARNERS[name]
+
+
+def learner_config(name: str, overrides: dict | None = None) -> LearnerConfig:
+    """The learner's config dataclass: defaults, then `overrides` (validated; unknown keys rejected)."""
+    return from_dict(_lookup(name)[1], overrides or {}, where=f"learner ({name})")
+
+
+def make_learner(name: str, obs_dim: int, act_dim: int, device: str | torch.device,
+                 stats: DataStats | None = None, overrides: dict | None = None, *,
+                 dataset: Any = None) -> OfflineLearner:
+    """Build learner `name`. Normalization comes from `stats`, or else is computed from `dataset`
+    (an OfflineDataset) as the learner's config asks (normalize_obs, reward_normalization), or else
+    is the identity."""
+    learner_cls, _ = _lookup(name)
+    config = learner_config(name, overrides)
+    if stats is None and dataset is not None:
+        stats = DataStats.from_dataset(dataset, normalize_obs=config.normalize_obs,
+                                       reward_normalization=config.reward_normalization)
+    return learner_cls(obs_dim, act_dim, config, device, stats)
+
+
+def save_learner(path: str | os.PathLike, learner: OfflineLearner) -> None:
+    """Everything needed to rebuild the learner later (name, sizes, config, statistics, state), written atomically."""
+    atomic_torch_save({"format": SAVE_FORMAT, "name": learner.name, "obs_dim": learner.obs_dim,
+                       "act_dim": learner.act_dim, "config": to_dict(learner.config),
+                       "stats": learner.stats.to_dict(), "state_dict": learner.state_dict()}, path)
+
+
+def load_learner(path: str | os.PathLike, device: str | torch.device) -> OfflineLearner:
+    """A learner saved by `save_learner`, on `device`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"learner file {path} does not exist")
+    saved = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(saved, dict) or saved.get("format") != SAVE_FORMAT:
+        raise ValueError(f"{path} is not a learner saved by baselines.save_learner")
+    learner = make_learner(saved["name"], saved["obs_dim"], saved["act_dim"], device,
+                           stats=DataStats.from_dict(saved["stats"]), overrides=saved["config"])
+    learner.load_state_dict(saved["state_dict"])
+    return learner
+
+
+__all__ = ["LEARNERS", "Batch", "BC", "BCConfig", "CQL", "CQLConfig", "DataStats", "IQL", "IQLConfig",
+           "LearnerConfig", "MixedSampler", "OfflineLearner", "SAC", "SACConfig", "TD3BC", "TD3BCConfig",
+           "TensorBuffer", "fit_behavior_policy", "learner_config", "load_learner", "make_learner",
+           "save_learner"]

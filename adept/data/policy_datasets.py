@@ -17,8 +17,10 @@ The snapshot file (`policy.pt`, written by `save_behavior_policy`) holds the SAC
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,16 +62,27 @@ def behavior_run_dir(env: str, seed: int = 0) -> Path:
 def save_behavior_policy(path: str | Path, learner, info: dict[str, Any]) -> str:
     """Write the SAC actor (float32, CPU), its config and stats, and `info` atomically; return the file's sha256."""
     from adept.config import to_dict
-    from adept.outputs import atomic_torch_save
 
     spec = get_env_spec(info["env"])
-    atomic_torch_save({
+    return _write_policy_file(path, {
         "format": POLICY_FORMAT, "env": spec.name, "obs_dim": spec.obs_dim, "act_dim": spec.act_dim,
         "actor": {k: v.detach().to("cpu", torch.float32).clone() for k, v in learner.actor.state_dict().items()},
         "stats": learner.stats.to_dict(), "sac_config": json.dumps(to_dict(learner.config)),
         "info": json.dumps(info),
-    }, path)
-    return file_sha256(path)
+    })
+
+
+def _write_policy_file(path: str | Path, state: dict[str, Any]) -> str:
+    """torch.save through a buffer: saving to a path names the zip archive after the (temporary) file,
+    which would make identical policies differ byte-wise. Returns the sha256 of the bytes written."""
+    from adept.outputs import atomic_path
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(payload)
+    return hashlib.sha256(payload).hexdigest()
 
 
 @dataclass
@@ -175,15 +188,24 @@ def medium_replay_recipe(spec: EnvSpec, size: int | None, seed: int, progress: b
                              f"leave size unset to take all of it")
         arrays = {key: value[:size] for key, value in arrays.items()}
     behavior = metadata.get("behavior", {})
-    shipped = shipped_checkpoint(spec.name)
     policy = {
         "type": "replay buffer of online SAC up to the snapshot (uniform actions first, then sampled)",
         "replay_file": str(replay_path), "checkpoint_sha256": metadata["policy_sha256"],
-        "matches_shipped_checkpoint": shipped.is_file() and file_sha256(shipped) == metadata["policy_sha256"],
+        "matches_shipped_checkpoint": _same_actor(run_dir / "policy.pt", shipped_checkpoint(spec.name)),
         **{k: behavior[k] for k in ("seed", "train_steps", "target_return", "reached_target",
                                    "measured_return_mean", "command") if k in behavior},
     }
     return arrays, {"policy": policy, "replay_transitions": available}
+
+
+def _same_actor(policy_path: Path, other_path: Path) -> bool:
+    """Whether two saved behaviour policies hold identical actor weights (their files also record
+    wall times, so file checksums differ between otherwise identical runs)."""
+    if not (policy_path.is_file() and other_path.is_file()):
+        return False
+    ours = torch.load(policy_path, map_location="cpu", weights_only=True)["actor"]
+    theirs = torch.load(other_path, map_location="cpu", weights_only=True)["actor"]
+    return ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
 def write_policy_dataset(policy_path: str | Path, out: str | Path, *, size: int | None = None, seed: int = 0,
@@ -199,6 +221,41 @@ def write_policy_dataset(policy_path: str | Path, out: str | Path, *, size: int 
                 "dataset": "medium", "env_id": spec.gym_id, "max_episode_steps": spec.max_episode_steps,
                 "seed": seed, "size": len(arrays["rewards"]), **recipe_metadata}
     return write_d4rl_hdf5(out, arrays, metadata), snapshot
+
+
+def ship_behavior_policy(run_dir: str | Path, dest_dir: str | Path = SHIPPED_CHECKPOINT_DIR) -> dict[str, Any]:
+    """Copy a finished run's policy.pt to `<dest_dir>/<env>-medium.pt` and record it in `<dest_dir>/manifest.json`."""
+    import gymnasium
+    import mujoco
+
+    from adept.outputs import atomic_write_text
+
+    run_dir, dest_dir = Path(run_dir), Path(dest_dir)
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"{summary_path} does not exist: the run in {run_dir} has not finished "
+                                f"(re-run its `behavior-agent train` command to resume it)")
+    summary = json.loads(summary_path.read_text())
+    snapshot = load_behavior_policy(run_dir / "policy.pt")
+    if snapshot.sha256 != summary["policy_sha256"]:
+        raise ValueError(f"{run_dir / 'policy.pt'} does not match the sha256 in {summary_path}; the run folder was modified")
+    target = dest_dir / f"{snapshot.env}-medium.pt"
+    # Re-serialized in the canonical form of save_behavior_policy (same content, reproducible bytes).
+    sha256 = _write_policy_file(target, torch.load(run_dir / "policy.pt", map_location="cpu", weights_only=True))
+    entry = {
+        "file": target.name, "sha256": sha256, "bytes": target.stat().st_size, "run_policy_sha256": snapshot.sha256,
+        **{k: summary[k] for k in ("seed", "train_steps", "run_steps", "target_return", "reached_target",
+                                   "stop_eval_return_mean", "stop_eval_return_std", "stop_eval_episodes",
+                                   "measured_return_mean", "measured_return_std", "measured_episodes",
+                                   "evaluation", "wall_time_s", "command", "online_config", "sac_config")},
+        "machine": f"{platform.machine()} cpu, {os.cpu_count()} cores, torch {torch.__version__}, "
+                   f"gymnasium {gymnasium.__version__}, mujoco {mujoco.__version__}",
+    }
+    manifest_path = dest_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest[snapshot.env] = entry
+    atomic_write_text(manifest_path, json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
+    return entry
 
 
 register_recipe("medium", medium_recipe)
