@@ -260,20 +260,20 @@ class DeterministicActor(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int, depth: int, noise_std: float):
         super().__init__()
         self.net = mlp(obs_dim, act_dim, hidden_dim, depth)
-        self.log_noise_std = math.log(noise_std)
+        self.noise_std = noise_std
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.net(obs))
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         mean = self(obs)
-        return gaussian_log_prob(actions, mean, torch.full_like(mean, self.log_noise_std))
+        return gaussian_log_prob(actions, mean, torch.full_like(mean, math.log(self.noise_std)))
 
     def act(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None) -> torch.Tensor:
         mean = self(obs)
         if deterministic:
             return mean
-        return (mean + math.exp(self.log_noise_std) * _noise(mean, generator)).clamp(-1.0, 1.0)
+        return (mean + self.noise_std * _noise(mean, generator)).clamp(-1.0, 1.0)
 
 
 @contextmanager
@@ -343,7 +343,7 @@ class OfflineLearner:
     """What every learner shares: normalization, its own random generator, acting, checkpoints.
 
     Subclasses set `name`, build their networks and optimizers in `_build()` and list every piece
-    of state in `checkpointed` (modules, optimizers, LR schedulers or tensors by attribute name);
+    of state in `checkpointed` (modules, optimizers or tensors, by attribute name);
     `actor` must provide `act(obs, deterministic, generator)` and `log_prob(obs, actions)`.
     """
 
@@ -403,15 +403,18 @@ class OfflineLearner:
         obs = self._as_obs(obs)
         return self.actor.act(self.normalizer.observations(obs), deterministic, generator or self.generator)
 
+    @torch.no_grad()
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """log pi(a|s), shape (B,), for raw observations and actions in [-1, 1]."""
+        """log pi(a|s), shape (B,), for raw observations and actions in [-1, 1] (no gradient)."""
         obs = self._as_obs(obs)
         actions = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
         return self.actor.log_prob(self.normalizer.observations(obs), actions)
 
     def state_dict(self) -> dict:
-        state: dict[str, Any] = {"num_updates": self.num_updates, "generator": self.generator.get_state(),
-                                 "normalizer": self.normalizer.state_dict()}
+        """Everything to resume training (the normalization is not: it is an input, like obs_dim).
+        Module and optimizer entries reference live tensors (as torch's own state_dicts do): save them
+        right away or `copy.deepcopy` to keep a snapshot."""
+        state: dict[str, Any] = {"num_updates": self.num_updates, "generator": self.generator.get_state()}
         for key in self.checkpointed:
             value = getattr(self, key)
             state[key] = value.detach().clone() if isinstance(value, torch.Tensor) else value.state_dict()
@@ -428,6 +431,5 @@ class OfflineLearner:
                     value.copy_(state[key])
             else:
                 value.load_state_dict(state[key])
-        self.normalizer.load_state_dict(state["normalizer"])
         self.generator.set_state(state["generator"].cpu())
         self.num_updates = int(state["num_updates"])
