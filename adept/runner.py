@@ -169,7 +169,7 @@ def train(inputs: RunInputs, config: TrainConfig) -> dict[str, Any]:
     from adept.data import load_dataset
     from adept.envs import get_env_spec
     from adept.evaluation import evaluate, torch_policy
-    from baselines import DataStats, make_learner
+    from baselines import make_learner
     from baselines.replay import MixedSampler, TensorBuffer
 
     method = parse_method(inputs.method)
@@ -183,9 +183,8 @@ def train(inputs: RunInputs, config: TrainConfig) -> dict[str, Any]:
 
     seed_everything(inputs.seed)
     dataset = load_dataset(inputs.env, inputs.dataset, inputs.source, path=inputs.data_path)
-    # The learner's own generator (policy sampling) is seeded by the run seed unless the config sets one.
     learner = make_learner(method.learner, spec.obs_dim, spec.act_dim, device,
-                           overrides={"seed": inputs.seed, **config.learner}, dataset=dataset)
+                           overrides=_learner_overrides(method.learner, config, inputs.seed), dataset=dataset)
     real = TensorBuffer.from_dataset(dataset, device)
     generator = torch.Generator(device=device).manual_seed(inputs.seed)
 
@@ -311,6 +310,21 @@ def train(inputs: RunInputs, config: TrainConfig) -> dict[str, Any]:
     return final
 
 
+def _learner_overrides(learner: str, config: TrainConfig, seed: int) -> dict:
+    """The learner's config overrides with what the run decides: its seed (unless set), the batch
+    size (run.batch_size is the one the sampler uses) and, for learning-rate schedules, the run length."""
+    from baselines import learner_config
+
+    given = dict(config.learner)
+    if "batch_size" in given and given["batch_size"] != config.run.batch_size:
+        raise ConfigError(f"learner.batch_size ({given['batch_size']}) differs from run.batch_size "
+                          f"({config.run.batch_size}); set the batch size with run.batch_size only")
+    decided: dict[str, Any] = {"seed": seed, "batch_size": config.run.batch_size}
+    if hasattr(learner_config(learner), "lr_decay_steps"):
+        decided["lr_decay_steps"] = config.run.steps  # e.g. IQL's cosine actor schedule spans the run
+    return {**decided, **given}
+
+
 def _check_inputs(method: MethodSpec, inputs: RunInputs) -> None:
     if method.needs_world_model and inputs.world_model_path is None:
         raise ValueError(f"method {method.name!r} needs a trained world model: pass --world-model "
@@ -357,7 +371,8 @@ def _make_closed_loop(method: MethodSpec, inputs: RunInputs, config: TrainConfig
 def _heldout_transitions(world_model_path: Path, dataset, device):
     """The transitions the world model's initial fit held out (from its report next to the model),
     or None (diagnostics then use training data) if the report is missing or is for other data."""
-    from adept.world_model_training import output_paths, split_holdout
+    from adept.data.dataset import split_holdout
+    from adept.world_model_training import output_paths
     from baselines.replay import TensorBuffer
 
     report_path = output_paths(world_model_path)["report"]

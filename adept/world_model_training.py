@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from adept.config import to_dict
+from adept.data.dataset import split_holdout
 from adept.outputs import CsvLog, atomic_torch_save, atomic_write_text
 from adept.world_model import WorldModel, WorldModelConfig, check_finite
 from baselines.replay import Batch, TensorBuffer
@@ -34,21 +35,6 @@ def output_paths(out_path: str | Path) -> dict[str, Path]:
     out_path = Path(out_path)
     return {"model": out_path, "log": out_path.with_suffix(".csv"), "report": out_path.with_suffix(".json"),
             "checkpoint": out_path.with_suffix(".ckpt")}
-
-
-def split_holdout(n: int, holdout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Random (train, held-out) index split, at least one transition on each side.
-
-    Training indices are sorted; held-out indices stay in random order, so any prefix of them
-    (the evaluation subset) is a uniform sample.
-    """
-    if not 0.0 < holdout_fraction < 1.0:
-        raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
-    if n < 2:
-        raise ValueError(f"the dataset has {n} transitions; need at least 2 to hold some out")
-    order = np.random.default_rng(seed).permutation(n)
-    n_holdout = min(max(1, round(n * holdout_fraction)), n - 1)
-    return np.sort(order[n_holdout:]), order[:n_holdout]
 
 
 def _transitions(dataset, indices: np.ndarray) -> list[np.ndarray]:

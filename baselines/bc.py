@@ -78,7 +78,7 @@ def fit_behavior_policy(observations: np.ndarray, actions: np.ndarray, *, config
                         progress: Callable[[dict[str, Any]], None] | None = None) -> tuple[BC, dict[str, Any]]:
     """Fit pi_D(a|s) to (observations, actions) by maximum likelihood with model selection on held-out data.
 
-    A random `holdout_fraction` of the transitions is held out (adept.world_model_training.split_holdout
+    A random `holdout_fraction` of the transitions is held out (adept.data.dataset.split_holdout
     with `seed`). Every `eval_every` steps the mean
     training NLL (over those steps) and the held-out NLL are recorded; the returned learner has the
     parameters (and optimizer state) of the evaluation with the lowest held-out NLL. Training stops
@@ -99,7 +99,7 @@ def fit_behavior_policy(observations: np.ndarray, actions: np.ndarray, *, config
         raise ValueError(f"max_steps and eval_every must be >= 1, got {max_steps} and {eval_every}")
     if patience is not None and patience < 1:
         raise ValueError(f"patience must be >= 1 or None (no early stopping), got {patience}")
-    from adept.world_model_training import split_holdout  # the world model's split, same rule
+    from adept.data.dataset import split_holdout  # the world model's split, same rule
 
     if not isinstance(config, BCConfig):
         config = from_dict(BCConfig, config or {}, "bc")

@@ -26,7 +26,8 @@ import torch
 from adept.data import load_dataset
 from adept.outputs import atomic_write_text
 from adept.world_model import WorldModel, WorldModelConfig
-from adept.world_model_training import EVAL_SEED_OFFSET, evaluate_one_step, split_holdout, train_world_model
+from adept.data.dataset import split_holdout
+from adept.world_model_training import EVAL_SEED_OFFSET, evaluate_one_step, train_world_model
 from baselines.replay import Batch
 
 DEFAULT_WEIGHTS = (0.0, 0.1, 0.5, 1.0, 1.1, 1.5, 2.0)

@@ -14,6 +14,18 @@ from adept.envs import get_env_spec
 TINY_RANDOM_SIZE = 5_000
 
 
+@pytest.fixture(autouse=True, scope="session")
+def single_thread():
+    """Tiny networks train fastest on one thread (measured 2-30x faster than two on a shared 2-core
+    machine, docs/notes/learners.md), and one thread keeps timings of CI runs stable."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_random_dataset_path(tmp_path_factory) -> Path:
     """A generated hopper `random` dataset of 5,000 transitions (seed 0), about 200 episodes."""

@@ -151,7 +151,7 @@ def test_importance_sampled_update_uses_policy_ratio(artifacts):
 
 def test_diagnostics_use_the_transitions_the_initial_fit_held_out(artifacts):
     from adept.runner import _heldout_transitions
-    from adept.world_model_training import split_holdout
+    from adept.data.dataset import split_holdout
 
     data, world_model_path, _ = artifacts
     dataset = load_dataset("hopper", "random", path=data)

@@ -9,7 +9,7 @@ import torch
 
 from adept.commands import behavior_policy
 from adept.config import ConfigError
-from adept.world_model_training import split_holdout
+from adept.data.dataset import split_holdout
 from baselines import BC, fit_behavior_policy, load_learner
 
 WEIGHTS = np.array([[0.8, -0.3], [0.2, 0.6]], np.float32)

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from adept.commands.common import add_compute_arguments, apply_threads
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -28,12 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--holdout-fraction", type=float, default=0.05)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a baselines.bc.BCConfig field, e.g. --set hidden_dim=512 --set lr=1e-4")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_compute_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_threads(args)
     from adept.config import ConfigError, parse_overrides
     from adept.data import load_dataset, load_file
     from adept.outputs import atomic_write_text

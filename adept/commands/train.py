@@ -6,6 +6,8 @@ import json
 import logging
 from pathlib import Path
 
+from adept.commands.common import add_compute_arguments, apply_threads
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -28,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="YAML with sections run, learner, world_model, adept")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, e.g. --set run.steps=10000 --set learner.beta=3")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_compute_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.set_defaults(func=run)
 
@@ -37,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from adept.runner import RunInputs, load_train_config, train
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    apply_threads(args)
     config = load_train_config(args.config, args.overrides)
     inputs = RunInputs(method=args.method, env=args.env, dataset=args.dataset, seed=args.seed,
                        out_dir=args.out_dir, data_path=args.data, source=args.source,

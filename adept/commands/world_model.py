@@ -5,6 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
+from adept.commands.common import add_compute_arguments, apply_threads
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -31,8 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--early-stop", action="store_true",
                         help="stop once the held-out next-state error stops improving (see the report's rule)")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (e.g. 1 on a shared machine)")
+    add_compute_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.set_defaults(func=run)
 
@@ -52,17 +53,12 @@ def load_world_model_config(config_path: Path | None, overrides: list[str]):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from adept.data import load_dataset, load_file
     from adept.runner import resolve_device
     from adept.world_model_training import train_world_model
 
     config = load_world_model_config(args.config, args.overrides)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     if args.data is not None:
         dataset = load_file(args.data, env=args.env)
     elif args.dataset is None:

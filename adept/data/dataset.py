@@ -134,3 +134,18 @@ class OfflineDataset:
             "score_min": normalized_score(self.env, float(returns.min())),
             "score_max": normalized_score(self.env, float(returns.max())),
         }
+
+
+def split_holdout(n: int, holdout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random (train, held-out) index split, at least one transition on each side.
+
+    Training indices are sorted; held-out indices stay in random order, so any prefix of them
+    (the evaluation subset) is a uniform sample.
+    """
+    if not 0.0 < holdout_fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+    if n < 2:
+        raise ValueError(f"the dataset has {n} transitions; need at least 2 to hold some out")
+    order = np.random.default_rng(seed).permutation(n)
+    n_holdout = min(max(1, round(n * holdout_fraction)), n - 1)
+    return np.sort(order[n_holdout:]), order[:n_holdout]
