@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from adept.commands.common import add_compute_arguments, apply_threads
+from adept.commands.common import add_compute_arguments, add_data_arguments, apply_threads, load_data
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,11 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "transitions and keep the parameters with the lowest held-out negative log-likelihood "
                     "(never selected on environment return). Writes --out (load it with "
                     "baselines.load_learner) and a JSON report with the NLL curves next to it (.json).")
-    parser.add_argument("--env", required=True, help="halfcheetah, hopper or walker2d")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="dataset hdf5 file in the D4RL layout (default: locate by --source and --dataset)")
-    parser.add_argument("--dataset", default=None, help="random, medium or medium-replay (needed without --data)")
-    parser.add_argument("--source", default="d4rl", help="d4rl, generated or minari (used without --data)")
+    add_data_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="held-out split, initialization and batches")
     parser.add_argument("--out", type=Path, required=True, help="policy file to write, e.g. results/pi_D/hopper.pt")
     parser.add_argument("--steps", type=int, default=100_000, help="maximum gradient steps")
@@ -36,9 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    apply_threads(args)
     from adept.config import ConfigError, parse_overrides
-    from adept.data import load_dataset, load_file
     from adept.outputs import atomic_write_text
     from adept.runner import resolve_device
     from baselines import fit_behavior_policy, save_learner
@@ -47,12 +41,8 @@ def run(args: argparse.Namespace) -> int:
     nested = sorted(key for key, value in overrides.items() if isinstance(value, dict))
     if nested:
         raise ConfigError(f"--set takes BCConfig fields as KEY=VALUE (e.g. lr=1e-4), got sections {nested}")
-    if args.data is not None:
-        dataset = load_file(args.data, env=args.env)
-    elif args.dataset is None:
-        raise ValueError("pass --data PATH.hdf5 or --dataset (random, medium or medium-replay) with --source")
-    else:
-        dataset = load_dataset(args.env, args.dataset, source=args.source)
+    apply_threads(args)
+    dataset = load_data(args)
 
     def show(record: dict) -> None:
         print(f"step {record['step']:>8}  train NLL {record['train_nll']:8.4f}  held-out NLL "

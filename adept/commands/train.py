@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from adept.commands.common import add_compute_arguments, apply_threads
+from adept.commands.common import add_compute_arguments, add_data_arguments, apply_threads
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,11 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "eval.csv, train.csv and final.json to --out-dir. Re-running the same command after an "
                     "interruption resumes from the checkpoint in --out-dir.")
     parser.add_argument("--method", required=True, help="e.g. iql, adept-sac, diff-iql, adept-sac_K5")
-    parser.add_argument("--env", required=True, help="halfcheetah, hopper or walker2d")
-    parser.add_argument("--dataset", required=True, help="random, medium or medium-replay")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="dataset hdf5 file in the D4RL layout (default: locate by --source)")
-    parser.add_argument("--source", default="d4rl", help="d4rl, generated or minari (used without --data)")
+    add_data_arguments(parser, dataset_required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--world-model", type=Path, default=None, help="world model from `adept world-model`")

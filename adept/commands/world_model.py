@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from adept.commands.common import add_compute_arguments, apply_threads
+from adept.commands.common import add_compute_arguments, add_data_arguments, apply_threads, load_data
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,11 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fit the world model (eps_theta + r_eta) on D with unit importance weights, Algorithm 1's "
                     "initialization. Writes --out (the model), and next to it .csv (log), .json (report with "
                     "held-out one-step errors) and .ckpt (resume state). Re-running the same command resumes.")
-    parser.add_argument("--env", required=True, help="halfcheetah, hopper or walker2d")
-    parser.add_argument("--dataset", default=None, help="random, medium or medium-replay (needed without --data)")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="dataset hdf5 file in the D4RL layout (default: locate by --source and --dataset)")
-    parser.add_argument("--source", default="d4rl", help="d4rl, generated or minari (used without --data)")
+    add_data_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="model file to write, e.g. results/wm/hopper.pt")
     parser.add_argument("--config", type=Path, default=None, help="YAML whose `world_model:` section holds "
@@ -53,18 +49,12 @@ def load_world_model_config(config_path: Path | None, overrides: list[str]):
 
 
 def run(args: argparse.Namespace) -> int:
-    from adept.data import load_dataset, load_file
     from adept.runner import resolve_device
     from adept.world_model_training import train_world_model
 
     config = load_world_model_config(args.config, args.overrides)
     apply_threads(args)
-    if args.data is not None:
-        dataset = load_file(args.data, env=args.env)
-    elif args.dataset is None:
-        raise ValueError("pass --data PATH.hdf5 or --dataset (random, medium or medium-replay) with --source")
-    else:
-        dataset = load_dataset(args.env, args.dataset, source=args.source)
+    dataset = load_data(args)
     report = train_world_model(dataset, config, steps=args.steps, device=resolve_device(args.device),
                                seed=args.seed, out_path=args.out, log_every=args.log_every,
                                checkpoint_every=args.checkpoint_every, holdout_fraction=args.holdout_fraction,
