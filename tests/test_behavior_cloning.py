@@ -16,14 +16,6 @@ WEIGHTS = np.array([[0.8, -0.3], [0.2, 0.6]], np.float32)
 SIGMA = np.array([0.2, 0.5], np.float32)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny networks run fastest on one thread, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def behaviour_data(num: int, seed: int = 0):
     """a = tanh(u), u ~ N(s W, diag(SIGMA^2)): a tanh-Gaussian behaviour policy with known parameters."""

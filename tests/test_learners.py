@@ -16,14 +16,6 @@ from baselines.replay import TensorBuffer
 
 OBS_DIM, ACT_DIM = 3, 2
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny networks run fastest on one thread, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 SMALL = {"hidden_dim": 64, "batch_size": 128, "seed": 0}
 # Per learner: overrides that keep the test fast, and the updates it gets on the bandit.
 BANDIT_SETUP = {

@@ -20,14 +20,6 @@ from adept.outputs import read_csv
 HOPPER = get_env_spec("hopper")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny networks run fastest on one thread; several threads spin-wait badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_config(**overrides) -> OnlineSACConfig:
     """Small networks and short intervals: a run of a few thousand env steps takes seconds."""

@@ -23,14 +23,6 @@ MANIFEST = json.loads((SHIPPED_CHECKPOINT_DIR / "manifest.json").read_text()) \
     if (SHIPPED_CHECKPOINT_DIR / "manifest.json").is_file() else {}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny networks run fastest on one thread; several threads spin-wait badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
