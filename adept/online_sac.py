@@ -183,9 +183,11 @@ def _eval_seed(seed: int, step: int) -> int:
 
 
 def _resume_key(identity: dict) -> dict:
-    """What a checkpoint must share with the run resuming it. max_steps and target_return only decide
-    when the run stops, so a resumed run may change them (e.g. to end early with its best snapshot)."""
-    config = {k: v for k, v in identity["config"].items() if k not in ("max_steps", "target_return")}
+    """What a checkpoint must share with the run resuming it. max_steps, target_return and snapshot only
+    decide when the run stops and what it keeps (both snapshot rules keep the best evaluation until the
+    target is reached, and the run stops there), so a resumed run may change them, e.g. to end early
+    with its best snapshot."""
+    config = {k: v for k, v in identity["config"].items() if k not in ("max_steps", "target_return", "snapshot")}
     return {**identity, "config": config}
 
 

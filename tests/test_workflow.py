@@ -99,6 +99,27 @@ def test_quick_config_is_offline(tmp_path):
     assert "--env halfcheetah --dataset random --seed 0 --size 100000" in command
 
 
+def test_generated_source_gives_all_nine_datasets_offline(tmp_path):
+    """medium comes from the shipped checkpoint; medium-replay from the behaviour agent's buffer,
+    trained with the shipped checkpoint's settings so that both describe the same agent."""
+    overlay = tmp_path / "generated.yaml"
+    overlay.write_text("data: {source: generated}\n")
+    result = snakemake(tmp_path, "-n", "-p", "--configfile", str(overlay))
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    counts = job_counts(out)
+    assert "fetch_d4rl" not in counts
+    assert counts["generate_dataset"] == 9 and counts["behavior_agent"] == 3
+    manifest = json.loads((ROOT / "adept" / "behavior_checkpoints" / "manifest.json").read_text())
+    hopper = shell_command(out, "behavior-agent train --env hopper")
+    assert f"--seed {manifest['hopper']['seed']}" in hopper
+    for key, value in manifest["hopper"]["online_config"]["sac"].items():
+        assert f"--set sac.{key}={value}" in hopper
+    assert f"--set snapshot={manifest['hopper']['online_config']['snapshot']}" in hopper
+    replay = shell_command(out, "datasets generate --env hopper --dataset medium-replay")
+    assert "ADEPT_BEHAVIOR_DIR=data/behavior" in replay
+
+
 def test_run_configs_and_world_model_configs(paper_dry_run):
     """The written configs: variants' overrides, and the world model's architecture keys apart."""
     tmp_path, out = paper_dry_run

@@ -225,6 +225,36 @@ def job_resources(kind):
     return config["resources"][kind]
 
 
+# ---------------------------------------------------------------------- generated medium datasets
+
+BEHAVIOR_DIR = f"{DATA_DIR}/behavior"
+
+
+def behavior_agent_settings(wildcards):
+    """`--set` flags of the shipped medium checkpoint's training run (adept/behavior_checkpoints/
+    manifest.json), so that a rebuilt run is that run: medium-replay must be the replay buffer of
+    the agent whose snapshot generates medium. Other seeds train with the trainer's defaults."""
+    manifest_path = Path(workflow.basedir, "adept/behavior_checkpoints/manifest.json")
+    entry = json.loads(manifest_path.read_text()).get(wildcards.env) if manifest_path.is_file() else None
+    if entry is None or int(entry["seed"]) != int(wildcards.data_seed):
+        return ""
+
+    def flatten(values, prefix=""):
+        for key, value in values.items():
+            if isinstance(value, dict):
+                yield from flatten(value, f"{prefix}{key}.")
+            elif value is not None:
+                yield f"--set {prefix}{key}={value}"
+
+    return " ".join(flatten(entry["online_config"]))
+
+
+def generate_dataset_inputs(wildcards):
+    if wildcards.dataset == "medium-replay":
+        return {"replay": f"{BEHAVIOR_DIR}/{wildcards.env}/seed{wildcards.data_seed}/replay.hdf5"}
+    return {}
+
+
 # ----------------------------------------------------------------------------------------- targets
 
 def run_outputs(methods, envs):
