@@ -117,7 +117,8 @@ def test_interrupted_run_resumes_to_the_same_result(budget_run, tmp_path, monkey
         for row, mine in zip(read_csv(reference_dir / "eval.csv"), read_csv(tmp_path / "eval.csv"))]
 
 
-def test_resumed_run_may_end_early_with_its_best_snapshot(tmp_path, monkeypatch):
+def interrupt_after_first_checkpoint(out_dir, seed, monkeypatch):
+    """Start an unreachable-target run and stop it right after its first checkpoint is saved."""
     real_save = online_sac.atomic_torch_save
 
     def save_then_crash(obj, path):
@@ -126,8 +127,12 @@ def test_resumed_run_may_end_early_with_its_best_snapshot(tmp_path, monkeypatch)
 
     monkeypatch.setattr(online_sac, "atomic_torch_save", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        train_behavior_agent("hopper", tmp_path, tiny_config(target_return=1e6), seed=3, progress=False)
+        train_behavior_agent("hopper", out_dir, tiny_config(target_return=1e6), seed=seed, progress=False)
     monkeypatch.setattr(online_sac, "atomic_torch_save", real_save)
+
+
+def test_resumed_run_may_end_early_with_its_best_snapshot(tmp_path, monkeypatch):
+    interrupt_after_first_checkpoint(tmp_path, 3, monkeypatch)
     # A smaller budget ends the run at the next episode end; the target can change too.
     summary = train_behavior_agent("hopper", tmp_path, tiny_config(target_return=2e6, max_steps=300), seed=3,
                                    progress=False)
@@ -157,16 +162,7 @@ def test_completed_run_is_not_retrained(budget_run):
 
 
 def test_checkpoint_of_another_run_is_rejected(tmp_path, monkeypatch):
-    real_save = online_sac.atomic_torch_save
-
-    def save_then_crash(obj, path):
-        real_save(obj, path)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(online_sac, "atomic_torch_save", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        train_behavior_agent("hopper", tmp_path, tiny_config(target_return=1e6), seed=0, progress=False)
-    monkeypatch.setattr(online_sac, "atomic_torch_save", real_save)
+    interrupt_after_first_checkpoint(tmp_path, 0, monkeypatch)
     with pytest.raises(ValueError, match="belongs to another run"):
         train_behavior_agent("hopper", tmp_path, tiny_config(target_return=1e6), seed=1, progress=False)
 
