@@ -151,6 +151,16 @@ def _register_builtin_cases() -> None:
 _register_builtin_cases()
 
 
+def peak_memory(device: torch.device) -> dict:
+    """Peak memory of the case: allocated device memory on CUDA (reset before each case), the
+    process's peak resident set on the CPU (monotone over the run: read it per case in order)."""
+    if device.type == "cuda":
+        return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20, "peak_memory_kind": "cuda allocated"}
+    import resource
+
+    return {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_memory_kind": "process max RSS"}
+
+
 def headline(result: dict) -> tuple[str, float]:
     """The first `*_per_s` entry of a case's result."""
     for key, value in result.items():
@@ -190,11 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'case':<28} {'rate':>12}  unit")
     results = []
     for name in names:
-        result = {"case": name, **CASES[name](device, settings)}
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        result = {"case": name, **CASES[name](device, settings), **peak_memory(device)}
         key, value = headline(result)
         extra = (f"  ({result['speedup']:.2f}x the reference; {result['ops_per_update']:.0f} vs "
                  f"{result['reference_ops_per_update']:.0f} ops/update)") if "speedup" in result else ""
-        print(f"{name:<28} {value:>12.1f}  {key.removesuffix('_per_s')}/s{extra}", flush=True)
+        print(f"{name:<28} {value:>12.1f}  {key.removesuffix('_per_s')}/s  "
+              f"peak {result['peak_memory_mb']:.0f} MB ({result['peak_memory_kind']}){extra}", flush=True)
         results.append(result)
     if args.out:
         atomic_write_text(args.out, json.dumps({**header, "results": results}, indent=2, default=str) + "\n")

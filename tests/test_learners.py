@@ -308,3 +308,6 @@ def test_throughput_benchmark_writes_its_table_as_json(tmp_path, capsys):
     assert report["batch_size"] == 16 and report["torch"] == torch.__version__
     assert [r["case"] for r in report["results"]] == ["bc", "td3bc"]
     assert all(r["updates_per_s"] > 0 for r in report["results"])
+    # torch alone needs well over 50 MB resident; a wrong unit (KB vs MB) would fail this
+    assert all(50 < r["peak_memory_mb"] < 20_000 and r["peak_memory_kind"] == "process max RSS"
+               for r in report["results"])
