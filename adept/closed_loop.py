@@ -67,8 +67,10 @@ class ClosedLoop:
     """Synthetic data for ``adept-*`` and ``diff-*`` methods, driven by the runner."""
 
     def __init__(self, config: ClosedLoopConfig, world_model: WorldModel, real: TensorBuffer,
-                 behavior_policy=None, *, gamma: float = 0.99, generator: torch.Generator | None = None,
+                 behavior_policy=None, *, generator: torch.Generator, gamma: float = 0.99,
                  heldout: TensorBuffer | None = None):
+        """`generator` drives start states, world-model noise and IWU batches; it is the caller's (the
+        runner shares it with its sampler and checkpoints it once)."""
         if config.refit_world_model and config.importance_sampling and behavior_policy is None:
             raise ValueError("ADEPT's importance-sampled world-model update needs the behaviour policy pi_D: "
                              "pass --behavior-policy (fit one with `python -m adept behavior-policy`)")
@@ -79,9 +81,8 @@ class ClosedLoop:
         self.heldout = heldout if heldout is not None else real
         self.behavior_policy = behavior_policy
         self.gamma = gamma
-        self.device = real.device
-        self.generator = generator or torch.Generator(device=self.device)
-        self.synthetic = TensorBuffer(config.synthetic_capacity, real.obs_dim, real.act_dim, self.device)
+        self.generator = generator
+        self.synthetic = TensorBuffer(config.synthetic_capacity, real.obs_dim, real.act_dim, real.device)
         self._previous_policy = None
 
     # ---- called by the runner -------------------------------------------------------------
@@ -117,9 +118,8 @@ class ClosedLoop:
                 log_pi = learner.log_prob(batch.observations, batch.actions)
                 log_pi_b = self.behavior_policy.log_prob(batch.observations, batch.actions)
             weights, stats = importance_weights(log_pi, log_pi_b, self.config.importance)
-        metrics = self.world_model.update(batch, weights, self.generator)
-        metrics.update({f"iw/{k}": v for k, v in stats.items()})
-        return {f"wm/{k}" if not k.startswith("iw/") else k: v for k, v in metrics.items()}
+        world_model_metrics = self.world_model.update(batch, weights, self.generator)
+        return {**{f"wm/{k}": v for k, v in world_model_metrics.items()}, **{f"iw/{k}": v for k, v in stats.items()}}
 
     def diagnostics(self, learner) -> dict[str, float]:
         """Theorem 4.4 estimates at an evaluation point (host values; called at eval cadence only)."""
@@ -139,7 +139,6 @@ class ClosedLoop:
                 "world_model_optimizer": (self.world_model.optimizer.state_dict()
                                           if self.config.refit_world_model else None),
                 "synthetic": self.synthetic.state_dict(),
-                "generator": self.generator.get_state(),
                 "previous_policy": self._previous_policy.state_dict() if self._previous_policy else None}
 
     def load_state_dict(self, state: dict, learner) -> None:
@@ -147,7 +146,6 @@ class ClosedLoop:
             self.world_model.load_state_dict(state["world_model"])
             self.world_model.optimizer.load_state_dict(state["world_model_optimizer"])
         self.synthetic.load_state_dict(state["synthetic"])
-        self.generator.set_state(state["generator"])
         if state["previous_policy"] is not None:
             self._previous_policy = copy.deepcopy(learner)
             self._previous_policy.load_state_dict(state["previous_policy"])

@@ -17,16 +17,18 @@ import os
 import platform
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from adept.closed_loop import ClosedLoop, ClosedLoopConfig
 from adept.config import ConfigError, from_dict, require, to_dict
 from adept.methods import MethodSpec, parse_method
 from adept.outputs import CsvLog, atomic_torch_save, atomic_write_text
+from adept.world_model import WorldModel
 
 log = logging.getLogger("adept.runner")
 
@@ -61,11 +63,6 @@ class RunConfig:
                 f"run.real_fraction must be in [0, 1], got {self.real_fraction}")
 
 
-def _closed_loop_config_type():
-    from adept.closed_loop import ClosedLoopConfig
-    return ClosedLoopConfig
-
-
 @dataclass
 class TrainConfig:
     """Everything one run needs; the YAML given to `python -m adept train --config` has these sections."""
@@ -73,14 +70,11 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     learner: dict = field(default_factory=dict)        # overrides of the learner's dataclass
     world_model: dict = field(default_factory=dict)    # runtime overrides of the loaded world model's config
-    adept: dict = field(default_factory=dict)          # ClosedLoopConfig overrides
+    adept: ClosedLoopConfig = field(default_factory=ClosedLoopConfig)  # adept-* and diff-* only
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "TrainConfig":
-        config = from_dict(cls, values or {})
-        _closed_loop_config_type()  # fail early on import problems
-        from_dict(_closed_loop_config_type(), config.adept, "adept")  # validate now, not mid-run
-        return config
+        return from_dict(cls, values or {})
 
 
 class DivergenceError(RuntimeError):
@@ -202,8 +196,7 @@ def train(inputs: RunInputs, config: TrainConfig) -> dict[str, Any]:
         learner.load_state_dict(state["learner"])
         if loop is not None:
             loop.load_state_dict(state["closed_loop"], learner)
-        sampler_generator_state = state["generator"]
-        generator.set_state(sampler_generator_state)
+        generator.set_state(state["generator"])
         _set_rng_state(state["rng"], device)
         start_step, elapsed_before = state["step"], state["elapsed_s"]
         eval_log.truncate_after(start_step)
@@ -352,19 +345,17 @@ def _make_closed_loop(method: MethodSpec, inputs: RunInputs, config: TrainConfig
                       learner, generator):
     if not method.needs_world_model:
         return None
-    from adept.closed_loop import ClosedLoop, ClosedLoopConfig
-    from adept.world_model import WorldModel
     from baselines import load_learner
 
-    loop_cfg = from_dict(ClosedLoopConfig, config.adept, "adept")
-    if method.synthetic == "diff":
-        loop_cfg = from_dict(ClosedLoopConfig, {"refit_world_model": False}, "adept", base=loop_cfg)
+    loop_cfg = config.adept
+    if method.synthetic == "diff":  # Diff+X: the world model trained once is never refitted
+        loop_cfg = replace(loop_cfg, refit_world_model=False)
     world_model = WorldModel.load(inputs.world_model_path, device)
     world_model.apply_runtime_overrides(config.world_model)
-    behavior = load_learner(inputs.behavior_policy_path, device) if inputs.behavior_policy_path else None
+    # pi_D is needed only for ADEPT's importance weights (Diff+X never refits the world model).
+    behavior = load_learner(inputs.behavior_policy_path, device) if method.needs_behavior_policy else None
     gamma = float(getattr(learner.config, "gamma", 0.99))
-    return ClosedLoop(loop_cfg, world_model, real, behavior if method.synthetic == "adept" else None,
-                      gamma=gamma, generator=generator,
+    return ClosedLoop(loop_cfg, world_model, real, behavior, gamma=gamma, generator=generator,
                       heldout=_heldout_transitions(inputs.world_model_path, dataset, device))
 
 
