@@ -378,9 +378,7 @@ def _heldout_transitions(world_model_path: Path, dataset, device):
                     "will be measured on training data", report_path)
         return None
     _, heldout = split_holdout(n, report["holdout_fraction"], report["seed"])
-    return TensorBuffer.from_arrays(dataset.observations[heldout], dataset.actions[heldout],
-                                    dataset.rewards[heldout], dataset.next_observations[heldout],
-                                    dataset.terminals[heldout].astype(np.float32), device)
+    return TensorBuffer.from_dataset(dataset, device, indices=heldout)
 
 
 def _jsonable(value: Any) -> Any:

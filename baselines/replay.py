@@ -60,10 +60,13 @@ class TensorBuffer:
         return buffer
 
     @classmethod
-    def from_dataset(cls, dataset: Any, device: str | torch.device, capacity: int | None = None) -> "TensorBuffer":
-        """The transitions of an `adept.data.OfflineDataset`; dones = terminals (timeouts bootstrap)."""
-        return cls.from_arrays(dataset.observations, dataset.actions, dataset.rewards,
-                               dataset.next_observations, dataset.terminals, device, capacity)
+    def from_dataset(cls, dataset: Any, device: str | torch.device, capacity: int | None = None,
+                     indices: np.ndarray | None = None) -> "TensorBuffer":
+        """The transitions of an `adept.data.OfflineDataset` (or those at `indices`); dones = terminals
+        (timeouts bootstrap)."""
+        rows = slice(None) if indices is None else indices
+        return cls.from_arrays(dataset.observations[rows], dataset.actions[rows], dataset.rewards[rows],
+                               dataset.next_observations[rows], dataset.terminals[rows], device, capacity)
 
     def add(self, observations, actions, rewards, next_observations, dones) -> None:
         """Append a batch of n transitions; when full, overwrite the oldest rows."""
