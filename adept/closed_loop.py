@@ -8,7 +8,8 @@ Per epoch of ``epoch_steps`` learner updates:
    (one batched call on the device);
 2. the learner trains on batches drawn from D ∪ D-hat by the runner's MixedSampler;
 3. IWU: ``iwu_steps_per_epoch`` world-model steps on batches of B_m offline transitions weighted by
-   pi_phi(a|s) / pi_D(a|s) (Eq. 3), spread evenly over the epoch.
+   pi_phi(a|s) / pi_D(a|s) (Eq. 3), spread evenly over the epoch. They come from the rows the
+   initial fit trained on: the rows it held out stay held out for the diagnostics all run long.
 
 ``diff-<learner>`` (Diff+X) runs step 1 only: the world model trained once before training is
 never refitted and no importance weights are computed.
@@ -42,6 +43,8 @@ class ClosedLoopConfig:
     rollout_deterministic: bool = False  # paper: a ~ pi(s), a sample
     importance: ImportanceConfig = field(default_factory=ImportanceConfig)
     diagnostics_samples: int = 4096    # offline transitions used for the Theorem 4.4 estimates
+    ground_truth_states: int = 256     # held-out states restored in the simulator per evaluation (gt/); 0 = off
+    ground_truth_tolerance: float = 0.1  # tolerance ball of the TV-style eps (gt/eps_m_tv): z-units RMS
 
     def validate(self) -> None:
         require(self.epoch_steps >= 1, f"adept.epoch_steps must be >= 1, got {self.epoch_steps}")
@@ -55,6 +58,11 @@ class ClosedLoopConfig:
                 f"rollouts (rollouts_per_epoch * horizon = {self.rollouts_per_epoch * self.horizon})")
         require(self.diagnostics_samples >= 2,
                 f"adept.diagnostics_samples must be >= 2, got {self.diagnostics_samples}")
+        require(self.ground_truth_states >= 0,
+                f"adept.ground_truth_states must be >= 0 (0 turns the simulator ground truth off), "
+                f"got {self.ground_truth_states}")
+        require(self.ground_truth_tolerance > 0.0,
+                f"adept.ground_truth_tolerance must be > 0, got {self.ground_truth_tolerance}")
 
 
 def iwu_steps_due(step_in_epoch: int, steps_per_epoch: int, iwu_per_epoch: int) -> int:
@@ -68,20 +76,34 @@ class ClosedLoop:
 
     def __init__(self, config: ClosedLoopConfig, world_model: WorldModel, real: TensorBuffer,
                  behavior_policy=None, *, generator: torch.Generator, gamma: float = 0.99,
-                 heldout: TensorBuffer | None = None):
-        """`generator` drives start states, world-model noise and IWU batches; it is the caller's (the
-        runner shares it with its sampler and checkpoints it once)."""
+                 world_model_rows: TensorBuffer | None = None, heldout: TensorBuffer | None = None,
+                 eval_generator: torch.Generator | None = None, ground_truth=None):
+        """`real` (all of D) gives PE start states. `world_model_rows` are the rows IWU may train on: the
+        initial fit's training rows; `heldout` are the rows it held out, used by the diagnostics only
+        (both default to `real`: in-sample diagnostics; giving `heldout` without `world_model_rows` is
+        refused, IWU would train on it). `ground_truth` (adept.ground_truth.GroundTruth, optional)
+        adds the simulator measurements to `diagnostics`.
+
+        `generator` drives start states, world-model noise and IWU batches (training); `eval_generator`
+        everything `diagnostics` draws, so training never depends on how often evaluation runs. Both
+        are the caller's (the runner checkpoints them)."""
         if config.refit_world_model and config.importance_sampling and behavior_policy is None:
             raise ValueError("ADEPT's importance-sampled world-model update needs the behaviour policy pi_D: "
                              "pass --behavior-policy (fit one with `python -m adept behavior-policy`)")
+        if heldout is not None and world_model_rows is None:
+            raise ValueError("ClosedLoop got held-out rows but no world_model_rows: IWU would sample the "
+                             "held-out rows too; pass the initial fit's training rows as world_model_rows")
         self.config = config
         self.world_model = world_model
         self.real = real
+        self.world_model_rows = world_model_rows if world_model_rows is not None else real
         # Theorem 4.4 errors are measured on transitions the initial fit held out (in-sample otherwise).
         self.heldout = heldout if heldout is not None else real
         self.behavior_policy = behavior_policy
         self.gamma = gamma
         self.generator = generator
+        self.eval_generator = eval_generator
+        self.ground_truth = ground_truth
         self.synthetic = TensorBuffer(config.synthetic_capacity, real.obs_dim, real.act_dim, real.device)
         self._previous_policy = None
 
@@ -111,7 +133,8 @@ class ClosedLoop:
 
     def importance_sampled_update(self, learner) -> dict[str, torch.Tensor]:
         """One IWU step (Algorithm 1, subroutine IWU) on B_m offline transitions."""
-        batch = self.real.sample(self.world_model.config.is_batch_size, self.generator)
+        # Only the initial fit's training rows: the held-out rows stay held out for the whole run.
+        batch = self.world_model_rows.sample(self.world_model.config.is_batch_size, self.generator)
         weights, stats = None, {}
         if self.config.importance_sampling:
             with torch.no_grad():
@@ -122,14 +145,23 @@ class ClosedLoop:
         return {**{f"wm/{k}": v for k, v in world_model_metrics.items()}, **{f"iw/{k}": v for k, v in stats.items()}}
 
     def diagnostics(self, learner) -> dict[str, float]:
-        """Theorem 4.4 estimates at an evaluation point (host values; called at eval cadence only)."""
-        from adept.diagnostics import return_gap_report
+        """Theorem 4.4 estimates on held-out offline transitions and, with a ground truth, the gt/
+        simulator measurements (host values; called at eval cadence only). Every random draw comes
+        from the evaluation generator, never the training one nor the learner's."""
+        from adept.diagnostics import PolicyWithGenerator, return_gap_report
 
-        batch = self.heldout.sample(self.config.diagnostics_samples, self.generator)
+        generator = self.eval_generator
+        if generator is None:
+            raise ValueError("ClosedLoop.diagnostics needs an eval_generator (a generator of its own, so that "
+                             "evaluation does not change the training trajectory)")
+        previous = PolicyWithGenerator(self._previous_policy, generator) if self._previous_policy is not None else None
+        batch = self.heldout.sample(self.config.diagnostics_samples, generator)
         report = return_gap_report(
-            world_model=self.world_model, policy=learner, previous_policy=self._previous_policy,
+            world_model=self.world_model, policy=PolicyWithGenerator(learner, generator), previous_policy=previous,
             behavior_policy=self.behavior_policy, batch=batch, gamma=self.gamma,
-            importance=self.config.importance, horizon=self.config.horizon, generator=self.generator)
+            importance=self.config.importance, horizon=self.config.horizon, generator=generator)
+        if self.ground_truth is not None:
+            report.update(self.ground_truth.measure(self.world_model, learner, self._previous_policy, generator))
         self._previous_policy = copy.deepcopy(learner)
         return report
 

@@ -93,6 +93,9 @@ def from_dict(cls: type[T], values: dict | None, where: str = "", base: T | None
     Unknown keys raise ConfigError listing the valid ones; values are coerced to the annotated type.
     If the dataclass defines `validate()`, it is called on the result.
     """
+    if values is not None and not isinstance(values, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping of {cls.__name__} fields "
+                          f"(key: value lines), got {values!r}")
     values = dict(values or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -137,7 +140,11 @@ def parse_overrides(assignments: list[str] | None) -> dict:
         keys = [k for k in dotted.strip().split(".") if k]
         if not keys:
             raise ConfigError(f"override {item!r} has an empty key")
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_problem(err)}); "
+                              f"quote it, e.g. --set '{dotted}=\"{raw}\"'") from None
         node = nested
         for key in keys[:-1]:
             node = node.setdefault(key, {})
@@ -162,11 +169,24 @@ def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    with path.open() as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with path.open() as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file is not valid YAML ({path}): {_yaml_problem(err)}; fix the syntax "
+                          f"there") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file is not a text file ({path}): pass a YAML file") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must contain a mapping at the top level")
     return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """`<problem> at line L, column C` of a YAML error, on one line."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def require(condition: bool, message: str) -> None:

@@ -78,6 +78,43 @@ def return_gap_bound(eps_r: torch.Tensor | float, eps_m: torch.Tensor | float, e
     return 2.0 * r_max * ((eps_r + 2.0 * eps_pi) / (1.0 - gamma) + gamma * (2.0 * eps_pi + eps_m) / (1.0 - gamma) ** 2)
 
 
+def return_gap_bound_appendix(eps_r: torch.Tensor | float, eps_m: torch.Tensor | float,
+                              eps_pi: torch.Tensor | float, r_max: torch.Tensor | float, gamma: float,
+                              horizon: int | None = None) -> torch.Tensor | float:
+    """C as the last line of Theorem A.4's proof sums it: 2 r_max sum_t gamma^t (eps_r + (t+1) eps_m + 2 (t+1) eps_pi).
+
+    horizon=None: the infinite sum, 2 r_max (eps_r / (1-gamma) + (eps_m + 2 eps_pi) / (1-gamma)^2). It
+    exceeds Eq. (9) by exactly 2 r_max eps_m / (1-gamma): sum_t (t+1) gamma^t = 1/(1-gamma)^2 =
+    1/(1-gamma) + gamma/(1-gamma)^2, and the proof's closing equality keeps both parts for eps_pi but
+    only the second for eps_m. horizon=H: the sum over t = 0..H-1, the bound for H-step returns.
+    """
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(f"gamma must be in [0, 1) for the bound of Theorem A.4, got {gamma}")
+    if horizon is None:
+        return 2.0 * r_max * (eps_r / (1.0 - gamma) + (eps_m + 2.0 * eps_pi) / (1.0 - gamma) ** 2)
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1 (or None for the infinite sum), got {horizon}")
+    discounted = sum(gamma ** t for t in range(horizon))
+    discounted_steps = sum((t + 1) * gamma ** t for t in range(horizon))
+    return 2.0 * r_max * (eps_r * discounted + (eps_m + 2.0 * eps_pi) * discounted_steps)
+
+
+class PolicyWithGenerator:
+    """`policy` whose sampled actions come from `generator` instead of the policy's own generator.
+
+    Evaluation-time sampling (diagnostics, ground truth) must not advance the learner's training
+    generator, or training would depend on how often evaluation runs."""
+
+    def __init__(self, policy, generator: torch.Generator):
+        self.policy, self.generator = policy, generator
+
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return self.policy.act(obs, deterministic, generator=self.generator)
+
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.policy.log_prob(obs, actions)
+
+
 @torch.no_grad()
 def return_gap_report(world_model: WorldModel, policy: StochasticPolicy, batch, *, gamma: float = 0.99,
                       horizon: int = 10, behavior_policy: StochasticPolicy | None = None,

@@ -128,8 +128,10 @@ class DiffusionSchedule(nn.Module):
         return torch.randint(1, self.num_steps + 1, (batch_size,), device=device, generator=generator)
 
     def q_sample(self, x0: torch.Tensor, k: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """x_k = sqrt(alpha_bar_k) x_0 + sqrt(1 - alpha_bar_k) noise, for per-sample steps k (B,)."""
-        return self.sqrt_alpha_bar[k].unsqueeze(-1) * x0 + self.sqrt_one_minus_alpha_bar[k].unsqueeze(-1) * noise
+        """x_k = sqrt(alpha_bar_k) x_0 + sqrt(1 - alpha_bar_k) noise, for per-sample steps k (B,) and
+        samples x0 of any shape (B, ...) (transitions (B, D), trajectories (B, H, D))."""
+        shape = (-1,) + (1,) * (x0.dim() - 1)
+        return self.sqrt_alpha_bar[k].view(shape) * x0 + self.sqrt_one_minus_alpha_bar[k].view(shape) * noise
 
     def predict_x0(self, x: torch.Tensor, k: int, eps: torch.Tensor) -> torch.Tensor:
         """x0_hat = (x_k - sqrt(1 - alpha_bar_k) eps) / sqrt(alpha_bar_k)."""
@@ -157,12 +159,20 @@ class DiffusionSchedule(nn.Module):
 
     def sample(self, denoiser: Denoiser, condition: torch.Tensor, dim: int, weight: float,
                generator: torch.Generator | None = None,
-               x0_bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """Run the K-step guided reverse process from x_K ~ N(0, I); returns x_0 (B, dim)."""
+               x0_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+               clamp_last_step: bool = True) -> torch.Tensor:
+        """Run the K-step guided reverse process from x_K ~ N(0, I); returns x_0 (B, dim).
+
+        With `x0_bounds` every step clamps its x0_hat; the last step (k = 1) returns x0_hat itself
+        (posterior_x0_coef[1] = 1, posterior_xk_coef[1] = 0), so the sample lies in the bounds.
+        `clamp_last_step=False` clamps only in steps K..2: the chain is stabilised but the returned
+        sample is not clipped (whether it is, is then the caller's decision).
+        """
         batch = condition.shape[0]
         x = torch.randn(batch, dim, device=condition.device, dtype=condition.dtype, generator=generator)
         for k in range(self.num_steps, 0, -1):
             steps = torch.full((batch,), k, device=condition.device, dtype=torch.long)
             eps = guided_eps(denoiser, x, steps, condition, weight)
-            x = self.reverse_step(x, k, eps, generator, x0_bounds)
+            bounds = x0_bounds if k > 1 or clamp_last_step else None
+            x = self.reverse_step(x, k, eps, generator, bounds)
         return x

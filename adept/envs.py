@@ -46,6 +46,24 @@ def get_env_spec(name: str) -> EnvSpec:
         raise ValueError(f"unknown env {name!r}; valid envs are {list(ENV_NAMES)}") from None
 
 
+def check_trained_for(env: str, path, what: str, obs_dim: int, act_dim: int, trained_env: str | None,
+                      fix: str) -> None:
+    """Raise UserError if a saved model (`what` at `path`) was trained for another env or dimensions.
+
+    `trained_env` is the env the file records (None for files that predate the record: then only the
+    dimensions can be compared, and halfcheetah and walker2d share them)."""
+    from adept.errors import UserError
+
+    spec = get_env_spec(env)
+    if trained_env is not None and trained_env != spec.name:
+        raise UserError(f"the {what} was trained on {trained_env}, not on this run's env {spec.name}", path, fix)
+    if (obs_dim, act_dim) != (spec.obs_dim, spec.act_dim):
+        fits = [s.name for s in ENV_SPECS.values() if (s.obs_dim, s.act_dim) == (obs_dim, act_dim)]
+        raise UserError(f"the {what} has obs_dim {obs_dim} and act_dim {act_dim} (an env like "
+                        f"{' or '.join(fits) or 'none of ' + str(list(ENV_NAMES))}), but this run's env {spec.name} "
+                        f"has {spec.obs_dim} and {spec.act_dim}", path, fix)
+
+
 def normalized_score(env: str, returns):
     """D4RL normalized score, 100 * (return - random) / (expert - random); float in, float out."""
     spec = get_env_spec(env)

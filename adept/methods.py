@@ -7,7 +7,14 @@ A method is an offline RL learner plus, optionally, a source of synthetic data:
                          importance-sampled world-model updates (``adept-bc`` is the Section 5.2
                          ablation that replaces policy improvement with behaviour cloning);
 - ``diff-<learner>``     Diff+X (Figure 3): the same rollouts from a world model trained once before
-                         training, never refitted, no importance sampling.
+                         training, never refitted, no importance sampling;
+- ``mopo``, ``combo``    the model-based baselines of Table 1: short rollouts in a fitted dynamics
+                         ensemble (adept.model_rollouts) with SAC on MOPO's penalised rewards, or with
+                         COMBO's conservative critic (baselines/combo.py);
+- ``synther-<learner>``  SynthER (Table 1): the learner on transitions sampled once, before training,
+                         from a diffusion model of (s, a, r, s', terminal) fitted on D (adept.synther);
+- ``diffuser``           Diffuser (Table 1): a trajectory diffusion model and its value function trained
+                         by the runner's loop, planning at evaluation (baselines/diffuser.py).
 
 A ``_<label>`` suffix names a variant of a method run with config overrides (Table 4:
 ``adept-sac_K5``, ``adept-sac_noclip``...). The label only names the run; the overrides come from
@@ -18,8 +25,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-SyntheticKind = Literal["adept", "diff"]
-PREFIXES: dict[str, SyntheticKind] = {"adept-": "adept", "diff-": "diff"}
+SyntheticKind = Literal["adept", "diff", "ensemble", "synther"]
+PREFIXES: dict[str, SyntheticKind] = {"adept-": "adept", "diff-": "diff", "synther-": "synther"}
+# Methods with a name of their own: method -> the learner trained on the dynamics ensemble's rollouts.
+MODEL_BASED: dict[str, str] = {"mopo": "sac", "combo": "combo"}
+# Learners defined only with model rollouts: no <learner>, adept-<learner> or diff-<learner> method.
+MODEL_ROLLOUT_LEARNERS = frozenset({"combo"})
+# Learners that are a method on their own only (no adept-, diff- or synther- prefix): Diffuser plans with
+# its own model and has no action density for importance weights.
+STANDALONE_LEARNERS = frozenset({"diffuser"})
 
 
 @dataclass(frozen=True)
@@ -31,7 +45,18 @@ class MethodSpec:
 
     @property
     def needs_world_model(self) -> bool:
-        return self.synthetic is not None
+        """The guided diffusion world model (adept-*, diff-*)."""
+        return self.synthetic in ("adept", "diff")
+
+    @property
+    def needs_ensemble(self) -> bool:
+        """The dynamics ensemble (mopo, combo)."""
+        return self.synthetic == "ensemble"
+
+    @property
+    def needs_synther(self) -> bool:
+        """The SynthER transition diffusion model (synther-*)."""
+        return self.synthetic == "synther"
 
     @property
     def needs_behavior_policy(self) -> bool:
@@ -43,15 +68,19 @@ def parse_method(name: str) -> MethodSpec:
     from baselines import LEARNERS
 
     base = name.split("_", 1)[0]
+    if base in MODEL_BASED:
+        return MethodSpec(name=name, base=base, learner=MODEL_BASED[base], synthetic="ensemble")
     synthetic: SyntheticKind | None = None
     learner = base
     for prefix, kind in PREFIXES.items():
         if base.startswith(prefix):
             synthetic, learner = kind, base[len(prefix):]
             break
-    if learner not in LEARNERS:
-        valid = sorted(LEARNERS)
-        examples = valid + [f"adept-{n}" for n in valid] + [f"diff-{n}" for n in valid]
+    if (learner not in LEARNERS or learner in MODEL_ROLLOUT_LEARNERS
+            or (synthetic is not None and learner in STANDALONE_LEARNERS)):
+        valid = sorted(set(LEARNERS) - MODEL_ROLLOUT_LEARNERS)
+        prefixable = [n for n in valid if n not in STANDALONE_LEARNERS]
+        examples = valid + [f"{prefix}{n}" for prefix in PREFIXES for n in prefixable] + sorted(MODEL_BASED)
         raise ValueError(f"unknown method {name!r}: valid methods are {examples} "
                          f"(optionally with a _label suffix for variants, e.g. adept-sac_K5)")
     return MethodSpec(name=name, base=base, learner=learner, synthetic=synthetic)

@@ -43,7 +43,9 @@ import torch
 
 from adept.config import from_dict, require, to_dict
 from adept.envs import get_env_spec, make_env
-from adept.outputs import CsvLog, atomic_torch_save, atomic_write_text
+from adept.errors import DivergenceError, UserError
+from adept.locks import run_folder_lock
+from adept.outputs import CsvLog, atomic_torch_save, atomic_write_text, load_torch_file, non_finite_entries
 
 log = logging.getLogger("adept.online_sac")
 
@@ -204,15 +206,24 @@ def _actor_copy(learner) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in learner.actor.state_dict().items()}
 
 
-def train_behavior_agent(env: str, out_dir: str | Path, config: OnlineSACConfig | None = None, *, seed: int = 0,
-                         device: str | torch.device = "cpu", progress: bool = True,
-                         command: str | None = None) -> dict[str, Any]:
+def train_behavior_agent(env: str, out_dir: str | Path, config: OnlineSACConfig | None = None,
+                         **options) -> dict[str, Any]:
     """Train (or resume) online SAC on `env` until the stochastic policy's evaluated return reaches the target.
 
-    Writes policy.pt, replay.hdf5, eval.csv and summary.json to `out_dir` (see the module docstring)
-    and returns the summary. If `max_steps` runs out first, the best evaluated snapshot is saved with
-    `reached_target = False`. `command` is recorded in the outputs (how the files were made).
+    Options (keywords): seed=0, device="cpu", progress=True, command=None. Writes policy.pt,
+    replay.hdf5, eval.csv and summary.json to `out_dir` (see the module docstring) and returns the
+    summary. If `max_steps` runs out first, the best evaluated snapshot is saved with
+    `reached_target = False`. `command` is recorded in the outputs (how the files were made). Holds
+    the folder's lock throughout: a second process on the same `out_dir` fails at once.
     """
+    with run_folder_lock(out_dir, f"behaviour-agent run folder {out_dir}",
+                     "wait for that run to finish (or stop it), or choose another --out-dir"):
+        return _train_behavior_agent(env, out_dir, config, **options)
+
+
+def _train_behavior_agent(env: str, out_dir: str | Path, config: OnlineSACConfig | None = None, *, seed: int = 0,
+                          device: str | torch.device = "cpu", progress: bool = True,
+                          command: str | None = None) -> dict[str, Any]:
     from adept.data.hdf5 import write_d4rl_hdf5
     from adept.data.policy_datasets import save_behavior_policy
 
@@ -247,7 +258,10 @@ def train_behavior_agent(env: str, out_dir: str | Path, config: OnlineSACConfig 
     last_eval = last_checkpoint = 0
     elapsed_before = 0.0
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        # On the CPU: RNG states must stay CPU ByteTensors; load_state_dict moves the rest to `device`.
+        state = load_torch_file(checkpoint_path, "behaviour-agent checkpoint",
+                                "delete it to start the run over", required=("identity", "learner", "collected"),
+                                map_location="cpu", weights_only=False)
         if _resume_key(state["identity"]) != _resume_key(run_identity):
             raise ValueError(f"{checkpoint_path} belongs to another run ({state['identity']}), not {run_identity}; "
                              f"use another --out-dir or delete the checkpoint")
@@ -267,13 +281,21 @@ def train_behavior_agent(env: str, out_dir: str | Path, config: OnlineSACConfig 
         obs, _ = train_env.reset(seed=seed)
 
     def save_checkpoint(elapsed: float) -> None:
-        atomic_torch_save({
+        state = {
             "identity": run_identity, "learner": learner.state_dict(), "collected": collected.state_dict(),
             "sample_generator": sample_generator.get_state(), "action_rng": action_rng.bit_generator.state,
             "env_rng": train_env.unwrapped.np_random.bit_generator.state,
             "snapshot": snapshot, "episode_returns": episode_returns, "last_eval": last_eval,
             "last_checkpoint": last_checkpoint, "elapsed_s": elapsed,
-        }, checkpoint_path)
+        }
+        bad = non_finite_entries(state)  # a checkpoint, what a rerun resumes from, never holds NaN/inf
+        if bad:
+            kept = "the previous checkpoint was kept" if checkpoint_path.exists() else "no checkpoint exists yet"
+            raise DivergenceError(f"online SAC diverged: non-finite values at env step {len(collected)} in "
+                                  f"{', '.join(bad[:5])}", checkpoint_path if checkpoint_path.exists() else out_dir,
+                                  f"{kept}; change the SAC settings (e.g. --set sac.actor_lr=1e-4) and delete "
+                                  f"the folder to start over")
+        atomic_torch_save(state, checkpoint_path)
 
     run_start = time.perf_counter() - elapsed_before
     rate_clock, rate_steps = time.perf_counter(), len(collected)
@@ -337,8 +359,8 @@ def train_behavior_agent(env: str, out_dir: str | Path, config: OnlineSACConfig 
 
     wall_time = time.perf_counter() - run_start
     if snapshot["eval"] is None:
-        raise RuntimeError(f"[{env}] the run ended after {len(collected)} env steps without an evaluation; "
-                           f"make max_steps larger than eval_every ({config.eval_every})")
+        raise UserError(f"[{env}] the run ended after {len(collected)} env steps without an evaluation", out_dir,
+                        f"make max_steps larger than eval_every ({config.eval_every})")
     snapshot_step, snapshot_eval = snapshot["step"], snapshot["eval"]
     learner.actor.load_state_dict(snapshot["actor"])
     measured = evaluate_stochastic(learner, env, config.final_eval_episodes, _eval_seed(seed, 0) - 1, device)

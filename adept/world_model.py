@@ -5,7 +5,8 @@
 - r_eta(s, a, s') is a separate MLP with two outputs: the (normalized) reward and a terminal logit.
 - The per-sample loss l_i of Algorithm 1 feeds the importance-weighted loss of Eq. (3) in `update`.
 - `step` is one model transition as used by policy evaluation (PE): sample s', clip it to the
-  dataset's range, predict reward and terminal from (s, a, s'), clip the reward to the dataset's range.
+  dataset's range, predict reward and terminal from (s, a, s'), clip the reward to the dataset's range
+  (both clips iff `clip_to_data`; `clip_denoised` only stabilises the sampler's intermediate steps).
 
 Inputs and outputs of the public methods are in RAW units (what the environment produces);
 normalization happens inside with statistics stored as buffers, so they are saved with the model.
@@ -26,7 +27,8 @@ from torch import nn
 from adept.config import ConfigError, from_dict, require, to_dict
 from adept.diffusion import DiffusionSchedule, GuidanceConvention, guidance_eq2_weight, timestep_embedding
 from adept.outputs import atomic_torch_save
-from baselines.common import mlp
+from baselines.common import adam, load_optimizer_state, mlp
+from baselines.compile import CompileMode, compile_step, should_compile
 
 CHECKPOINT_FORMAT = "adept-world-model/1"
 MIN_STD = 1e-3  # floor on per-dimension standard deviations so constant dimensions do not blow up
@@ -55,7 +57,8 @@ class WorldModelConfig:
     guidance_convention: GuidanceConvention = "ho_salimans"  # (ours) ... as (1+w) eps_c - w eps_u: Eq. (2) w = 1.1;
     #                                      "eq2" reads 0.1 literally (90% unconditional, worse than s' = s)
     cond_drop_prob: float = 0.1          # (ours) probability of training with the null condition
-    clip_denoised: bool = True           # (ours) clamp the predicted clean s' to the data range in each reverse step
+    clip_denoised: bool = True           # (ours) clamp the predicted clean s' to the data range in reverse steps
+    #                                      K..2 (sampler stabilisation); the output's clip is clip_to_data's
     # Reward / terminal model r_eta(s, a, s').
     reward_hidden_dim: int = 256         # (ours) same width as eps_theta
     reward_depth: int = 2                # (ours)
@@ -68,7 +71,8 @@ class WorldModelConfig:
     is_batch_size: int = 1024            # "importance-sampling batchsize" B_m (IWU)
     grad_clip_norm: float | None = None  # (ours) off: the paper mentions none; set e.g. 1.0 if unstable
     # Policy evaluation.
-    clip_to_data: bool = True            # clip s' and r to the dataset range (Section 4.1; "no clipping" ablation)
+    clip_to_data: bool = True            # clip the generated s' and r to the dataset range (Section 4.1); false:
+    #                                      none is clipped (Table 4's "no clipping" also sets clip_denoised: false)
 
     def validate(self) -> None:
         require(self.diffusion_steps >= 1, f"world_model.diffusion_steps must be >= 1, got {self.diffusion_steps}")
@@ -138,6 +142,16 @@ def check_finite(metrics: dict[str, torch.Tensor], step: int) -> None:
             f"importance-weight clip (importance.max_weight).")
 
 
+def read_world_model_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The payload of a file written by WorldModel.save; a corrupt or foreign file is a one-line UserError."""
+    from adept.outputs import load_torch_file
+
+    return load_torch_file(path, "world model saved by WorldModel.save",
+                           f"pass a model written by `python -m adept world-model --out {path} ...`",
+                           fmt=CHECKPOINT_FORMAT, required=("obs_dim", "act_dim", "config", "model", "optimizer"),
+                           map_location=map_location)
+
+
 class WorldModel(nn.Module):
     """eps_theta(s'_k, k | s, a) and r_eta(s, a, s') with their Adam optimizer and data statistics."""
 
@@ -161,9 +175,23 @@ class WorldModel(nn.Module):
             fill = 1.0 if name.endswith("std") else 0.0
             self.register_buffer(name, torch.full((dim,), fill))
         self.to(device)
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr)
+        self.optimizer = adam(self.parameters(), config.lr, self.device)  # fused kernel where available
+        self._update_step, self._sampling_denoise = WorldModel._update, WorldModel.denoise  # see set_compile
+        self.trained_on: dict | None = None  # {"env", "dataset", "source"} of the fit's data, saved with it
 
     check_finite = staticmethod(check_finite)
+
+    def set_compile(self, mode: CompileMode | bool) -> None:
+        """Compile the Adam step (`update`: initial fit and IWU) and the denoiser calls of the guided
+        sampling loop (`sample_next`) per `mode` ("off" | "on" | "auto", baselines/compile.py), with the
+        Adam implementation that suits it (its state is kept). The loop's noise draws use the caller's
+        generator and stay outside the compiled code, so compiled and eager sampling draw the same numbers."""
+        compiled = should_compile(mode, self.device)
+        optimizer = adam(self.parameters(), self.config.lr, self.device, compiled)
+        load_optimizer_state(optimizer, self.optimizer.state_dict())
+        self.optimizer = optimizer
+        self._update_step = compile_step(WorldModel._update, compiled, self.device)
+        self._sampling_denoise = compile_step(WorldModel.denoise, compiled, self.device)
 
     @property
     def device(self) -> torch.device:
@@ -241,7 +269,7 @@ class WorldModel(nn.Module):
         """Atomically write config, dimensions, parameters, data statistics and optimizer state."""
         payload = {"format": CHECKPOINT_FORMAT, "obs_dim": self.obs_dim, "act_dim": self.act_dim,
                    "config": to_dict(self.config), "model": self.state_dict(),
-                   "optimizer": self.optimizer.state_dict()}
+                   "optimizer": self.optimizer.state_dict(), "trained_on": self.trained_on}
         atomic_torch_save(payload, path)
 
     @classmethod
@@ -250,13 +278,12 @@ class WorldModel(nn.Module):
         if not path.is_file():
             raise FileNotFoundError(f"world model file {path} does not exist; train one with "
                                     f"`python -m adept world-model --out {path} ...`")
-        payload = torch.load(path, map_location=device, weights_only=True)
-        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a world model saved by WorldModel.save (format {CHECKPOINT_FORMAT})")
+        payload = read_world_model_file(path, map_location=device)
         config = from_dict(WorldModelConfig, payload["config"], "world_model")
         model = cls(payload["obs_dim"], payload["act_dim"], config, device)
         model.load_state_dict(payload["model"])
         model.optimizer.load_state_dict(payload["optimizer"])
+        model.trained_on = payload.get("trained_on")
         return model
 
     # ----------------------------------------------------------------- normalization
@@ -315,6 +342,9 @@ class WorldModel(nn.Module):
         `batch` has the fields of baselines.replay.Batch (observations, actions, rewards,
         next_observations, dones), raw units, on the model's device.
         """
+        return self._update_step(self, batch, weights, generator)
+
+    def _update(self, batch, weights: torch.Tensor | None, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
         loss_per_sample, metrics = self.per_sample_loss(batch.observations, batch.actions, batch.rewards,
                                                         batch.next_observations, batch.dones, generator)
         loss = (loss_per_sample * weights).mean() if weights is not None else loss_per_sample.mean()
@@ -333,13 +363,17 @@ class WorldModel(nn.Module):
         """K-step guided reverse diffusion -> next observations in raw units (not clipped).
 
         `guidance_weight` is read in `config.guidance_convention` (default: config.guidance_weight).
+        `clip_denoised` clamps x0_hat in steps K..2 only: the last step's x0_hat IS the sample, and
+        clipping the sample is `step`'s job under `clip_to_data`, so that one key decides it.
         """
         weight = self.config.guidance_weight if guidance_weight is None else guidance_weight
         eq2_weight = guidance_eq2_weight(weight, self.config.guidance_convention)
         condition = torch.cat([self.normalize_obs(obs), act], dim=-1)
         bounds = (self.normalize_obs(self.obs_min), self.normalize_obs(self.obs_max)) \
             if self.config.clip_denoised else None
-        norm_next = self.schedule.sample(self.denoise, condition, self.obs_dim, eq2_weight, generator, bounds)
+        denoise = lambda *args: self._sampling_denoise(self, *args)  # noqa: E731 (compiled by set_compile)
+        norm_next = self.schedule.sample(denoise, condition, self.obs_dim, eq2_weight, generator, bounds,
+                                         clamp_last_step=False)
         return self.denormalize_obs(norm_next)
 
     @torch.no_grad()
@@ -356,7 +390,8 @@ class WorldModel(nn.Module):
     @torch.no_grad()
     def step(self, obs: torch.Tensor, act: torch.Tensor, generator: torch.Generator | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One model transition for PE: (next_obs, reward, terminal), clipped to the data range if configured."""
+        """One model transition for PE: (next_obs, reward, terminal); s' and r are clipped to the data range
+        iff `clip_to_data` (the only clip of generated values: `sample_next` never clips its output)."""
         next_obs = self.sample_next(obs, act, generator=generator)
         if self.config.clip_to_data:
             next_obs = torch.clamp(next_obs, self.obs_min, self.obs_max)

@@ -23,7 +23,9 @@ import torch
 
 from adept.config import to_dict
 from adept.data.dataset import split_holdout
-from adept.outputs import CsvLog, atomic_torch_save, atomic_write_text
+from adept.errors import DivergenceError
+from adept.locks import output_file_lock
+from adept.outputs import CsvLog, atomic_torch_save, atomic_write_text, load_torch_file, non_finite_entries
 from adept.world_model import WorldModel, WorldModelConfig, check_finite
 from baselines.replay import Batch, TensorBuffer
 
@@ -69,15 +71,23 @@ def convergence(history: list[float], patience: int, min_improvement: float) -> 
     return recent_best > earlier_best * (1.0 - min_improvement)
 
 
-def train_world_model(dataset, config: WorldModelConfig | None = None, *, steps: int, device: str | torch.device,
-                      seed: int, out_path: str | Path, log_every: int = 1000, checkpoint_every: int = 10_000,
-                      holdout_fraction: float = 0.05, eval_size: int = 2048, early_stop: bool = False,
-                      patience: int = 10, min_improvement: float = 0.01, resume: bool = True,
-                      progress: bool = True) -> dict:
+def train_world_model(dataset, config: WorldModelConfig | None = None, *, out_path: str | Path, **options) -> dict:
     """Fit a world model on `dataset` (an OfflineDataset) for `steps` Adam steps of batch config.batch_size.
 
-    Returns the report that is also written to `<out_path stem>.json`.
+    Options (keywords): steps, device, seed (required); log_every, checkpoint_every, holdout_fraction,
+    eval_size, early_stop, patience, min_improvement, resume, progress. Holds the lock of `out_path`
+    (<stem>.lock) throughout, so a second fit of the same file fails at once. Returns the report that
+    is also written to `<out_path stem>.json`.
     """
+    with output_file_lock(out_path, f"world model {out_path}",
+                     "wait for that fit to finish (or stop it), or choose another --out"):
+        return _fit(dataset, config, out_path=out_path, **options)
+
+
+def _fit(dataset, config: WorldModelConfig | None = None, *, steps: int, device: str | torch.device,
+         seed: int, out_path: str | Path, log_every: int = 1000, checkpoint_every: int = 10_000,
+         holdout_fraction: float = 0.05, eval_size: int = 2048, early_stop: bool = False,
+         patience: int = 10, min_improvement: float = 0.01, resume: bool = True, progress: bool = True) -> dict:
     config = config or WorldModelConfig()
     config.validate()
     if steps < 1 or log_every < 1 or checkpoint_every < 1 or patience < 1 or eval_size < 1:
@@ -94,13 +104,19 @@ def train_world_model(dataset, config: WorldModelConfig | None = None, *, steps:
 
     torch.manual_seed(seed)  # parameter initialization
     model = WorldModel.from_arrays(*train_arrays[:4], config=config, device=device)
+    model.trained_on = {key: getattr(dataset, key, None) for key in ("env", "dataset", "source")}
     generator = torch.Generator(device=device).manual_seed(seed)
     log = CsvLog(paths["log"])
     state = {"step": 0, "history": [], "evaluations": [], "stopped_early": False, "wall_time_s": 0.0}
     sums: dict[str, torch.Tensor] = {}
+    checkpoint_step = None  # the step of the checkpoint on disk, if any
     if resume and paths["checkpoint"].is_file():
-        checkpoint = torch.load(paths["checkpoint"], map_location=device, weights_only=True)
-        if checkpoint.get("format") != CHECKPOINT_FORMAT or checkpoint["settings"] != settings:
+        checkpoint = load_torch_file(paths["checkpoint"], "world-model training checkpoint",
+                                     "delete it (or pass --no-resume) to start the fit over", fmt=CHECKPOINT_FORMAT,
+                                     required=("settings", "model", "optimizer", "generator", "state"),
+                                     map_location=device)
+        checkpoint_step = checkpoint["state"]["step"]
+        if checkpoint["settings"] != settings:
             raise ValueError(f"{paths['checkpoint']} was written by a different world-model training run "
                              f"(settings differ); delete it, choose another --out, or pass --no-resume")
         model.load_state_dict(checkpoint["model"])
@@ -111,10 +127,25 @@ def train_world_model(dataset, config: WorldModelConfig | None = None, *, steps:
     else:
         log.reset()
 
+    def diverged(step: int, values: str) -> DivergenceError:
+        kept = (f"the last good checkpoint (step {checkpoint_step}) was kept" if checkpoint_step is not None else
+                f"no checkpoint exists yet (the first is written at step {checkpoint_every}), so nothing was kept")
+        return DivergenceError(f"world-model fit diverged: {values}",
+                               paths["checkpoint"] if checkpoint_step is not None else paths["model"].parent,
+                               f"{kept}; the same settings diverge again, so change them (e.g. a lower "
+                               f"world_model.lr, world_model.grad_clip_norm 1.0) and rerun with --no-resume")
+
     def save_checkpoint() -> None:
-        atomic_torch_save({"format": CHECKPOINT_FORMAT, "settings": settings, "model": model.state_dict(),
-                           "optimizer": model.optimizer.state_dict(), "generator": generator.get_state(),
-                           "state": state, "metric_sums": sums}, paths["checkpoint"])
+        nonlocal checkpoint_step
+        payload = {"format": CHECKPOINT_FORMAT, "settings": settings, "model": model.state_dict(),
+                   "optimizer": model.optimizer.state_dict(), "generator": generator.get_state(),
+                   "state": state, "metric_sums": sums}
+        # Whatever the logging cadence, a checkpoint (what a rerun resumes from) never holds NaN/inf.
+        bad = non_finite_entries(payload)
+        if bad:
+            raise diverged(state["step"], f"non-finite values at step {state['step']} in {', '.join(bad[:5])}")
+        atomic_torch_save(payload, paths["checkpoint"])
+        checkpoint_step = state["step"]
 
     start_step, start_time = state["step"], time.perf_counter()
     elapsed_before = state["wall_time_s"]
@@ -129,7 +160,10 @@ def train_world_model(dataset, config: WorldModelConfig | None = None, *, steps:
             values = {name: value / count for name, value in sums.items()}
             values.update(evaluate_one_step(model, heldout, seed + EVAL_SEED_OFFSET))
             recall = values.pop("heldout_terminal_recall")
-            check_finite(values, step)
+            try:
+                check_finite(values, step)
+            except FloatingPointError as err:
+                raise diverged(step, str(err).split(". Check the data")[0]) from None
             sums = {}
             row = {"step": step, **dict(zip(values, torch.stack(list(values.values())).tolist()))}
             row["heldout_terminal_recall"] = recall.item() if torch.isfinite(recall) else None

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from adept.config import from_dict, require, to_dict
-from baselines.common import DataStats, LearnerConfig, OfflineLearner, TanhGaussianActor, adam
+from baselines.common import DataStats, LearnerConfig, OfflineLearner, TanhGaussianActor
 
 
 @dataclass
@@ -44,14 +44,14 @@ class BC(OfflineLearner):
         c = self.config
         self.actor = TanhGaussianActor(self.obs_dim, self.act_dim, c.hidden_dim, c.depth,
                                        c.log_std_min, c.log_std_max).to(self.device)
-        self.actor_optimizer = adam(self.actor.parameters(), c.lr, self.device)
+        self.actor_optimizer = self.adam(self.actor.parameters(), c.lr)
 
     def update(self, batch) -> dict[str, torch.Tensor]:
         return self.update_policy(batch.observations, batch.actions)
 
     def update_policy(self, observations: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """One maximum-likelihood step on raw observations and actions (rewards are not needed)."""
-        metrics = self._update_step(self.normalizer.observations(observations), actions)
+        metrics = self._step(self, self.normalizer.observations(observations), actions)
         self.num_updates += 1
         return metrics
 

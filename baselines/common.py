@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from adept.config import require
+from baselines.compile import COMPILE_MODES, compile_step, should_compile
+from baselines.cpu_gemm import Linear, ensemble_linear
 
 # Tanh-squashed policies evaluate log pi(a|s) at atanh(a). Actions are clamped to
 # [-1 + eps, 1 - eps] first so that |a| = 1 (D4RL stores some actions exactly at the bound, and
@@ -29,18 +31,19 @@ REWARD_NORMALIZATIONS = ("none", "return_range")
 
 def mlp(in_dim: int, out_dim: int, hidden_dim: int = 256, depth: int = 2,
         activation: type[nn.Module] = nn.ReLU, layer_norm: bool = False) -> nn.Sequential:
-    """`depth` hidden layers of width `hidden_dim`, then a linear output layer."""
+    """`depth` hidden layers of width `hidden_dim`, then a linear output layer (nn.Linear layers whose
+    CPU products may go through oneDNN, baselines/cpu_gemm.py)."""
     if depth < 0:
         raise ValueError(f"mlp depth must be >= 0, got {depth}")
     layers: list[nn.Module] = []
     width = in_dim
     for _ in range(depth):
-        layers.append(nn.Linear(width, hidden_dim))
+        layers.append(Linear(width, hidden_dim))
         if layer_norm:
             layers.append(nn.LayerNorm(hidden_dim))
         layers.append(activation())
         width = hidden_dim
-    layers.append(nn.Linear(width, out_dim))
+    layers.append(Linear(width, out_dim))
     return nn.Sequential(*layers)
 
 
@@ -60,6 +63,8 @@ class DataStats:
     obs_std: np.ndarray
     reward_scale: float = 1.0
     reward_shift: float = 0.0
+    act_mean: np.ndarray | None = None   # per-dimension action statistics, for learners that normalize
+    act_std: np.ndarray | None = None    # actions (Diffuser); None: actions are used as they are
 
     @classmethod
     def identity(cls, obs_dim: int) -> "DataStats":
@@ -68,12 +73,13 @@ class DataStats:
     @classmethod
     def compute(cls, observations: np.ndarray, episode_returns: np.ndarray | None = None, *,
                 normalize_obs: bool = True, reward_normalization: str = "none",
-                obs_std_eps: float = 1e-3) -> "DataStats":
+                obs_std_eps: float = 1e-3, actions: np.ndarray | None = None) -> "DataStats":
         """Statistics from numpy arrays.
 
         normalize_obs: per-dimension mean and std (+ `obs_std_eps`, as TD3+BC and CORL) of `observations`.
         reward_normalization: "none", or "return_range" = IQL's locomotion scaling
             r * 1000 / (max episode return - min episode return); needs `episode_returns`.
+        actions: if given, their per-dimension mean and std (+ `obs_std_eps`) become act_mean/act_std.
         """
         observations = np.asarray(observations)
         if observations.ndim != 2 or len(observations) == 0:
@@ -96,25 +102,35 @@ class DataStats:
                 raise ValueError(f"reward_normalization='return_range': all {len(episode_returns)} episodes "
                                  f"have the same return ({float(episode_returns[0])}); use 'none'")
             stats.reward_scale = LOCOMOTION_EPISODE_STEPS / spread
+        if actions is not None:
+            act64 = np.asarray(actions, np.float64)
+            stats.act_mean = act64.mean(axis=0).astype(np.float32)
+            stats.act_std = (act64.std(axis=0) + obs_std_eps).astype(np.float32)
         return stats
 
     @classmethod
     def from_dataset(cls, dataset: Any, *, normalize_obs: bool = True,
-                     reward_normalization: str = "none") -> "DataStats":
+                     reward_normalization: str = "none", normalize_actions: bool = False) -> "DataStats":
         """Statistics of an `adept.data.OfflineDataset` (its episodes split by `episode_returns()`)."""
         returns = dataset.episode_returns() if reward_normalization != "none" else None
         return cls.compute(dataset.observations, returns, normalize_obs=normalize_obs,
-                           reward_normalization=reward_normalization)
+                           reward_normalization=reward_normalization,
+                           actions=dataset.actions if normalize_actions else None)
 
     def to_dict(self) -> dict:
-        return {"obs_mean": np.asarray(self.obs_mean, np.float32).tolist(),
-                "obs_std": np.asarray(self.obs_std, np.float32).tolist(),
-                "reward_scale": float(self.reward_scale), "reward_shift": float(self.reward_shift)}
+        values = {"obs_mean": np.asarray(self.obs_mean, np.float32).tolist(),
+                  "obs_std": np.asarray(self.obs_std, np.float32).tolist(),
+                  "reward_scale": float(self.reward_scale), "reward_shift": float(self.reward_shift)}
+        if self.act_mean is not None:
+            values.update(act_mean=np.asarray(self.act_mean, np.float32).tolist(),
+                          act_std=np.asarray(self.act_std, np.float32).tolist())
+        return values
 
     @classmethod
     def from_dict(cls, d: dict) -> "DataStats":
+        actions = {key: np.asarray(d[key], np.float32) for key in ("act_mean", "act_std") if d.get(key) is not None}
         return cls(np.asarray(d["obs_mean"], np.float32), np.asarray(d["obs_std"], np.float32),
-                   float(d["reward_scale"]), float(d["reward_shift"]))
+                   float(d["reward_scale"]), float(d["reward_shift"]), **actions)
 
 
 class Normalizer(nn.Module):
@@ -126,9 +142,20 @@ class Normalizer(nn.Module):
         self.register_buffer("obs_std", torch.as_tensor(np.asarray(stats.obs_std, np.float32)))
         self.reward_scale = float(stats.reward_scale)
         self.reward_shift = float(stats.reward_shift)
+        self.has_action_stats = stats.act_mean is not None
+        if self.has_action_stats:
+            self.register_buffer("act_mean", torch.as_tensor(np.asarray(stats.act_mean, np.float32)))
+            self.register_buffer("act_std", torch.as_tensor(np.asarray(stats.act_std, np.float32)))
 
     def observations(self, obs: torch.Tensor) -> torch.Tensor:
         return (obs - self.obs_mean) / self.obs_std
+
+    def actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Normalized actions (the identity without action statistics)."""
+        return (actions - self.act_mean) / self.act_std if self.has_action_stats else actions
+
+    def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        return actions * self.act_std + self.act_mean if self.has_action_stats else actions
 
     def rewards(self, rewards: torch.Tensor) -> torch.Tensor:
         return rewards * self.reward_scale + self.reward_shift
@@ -151,9 +178,7 @@ class EnsembleLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, in) shared by all members, or (E, B, in) per member -> (E, B, out)
-        if x.dim() == 2:
-            return torch.matmul(x, self.weight) + self.bias
-        return torch.baddbmm(self.bias, x, self.weight)
+        return ensemble_linear(x, self.weight, self.bias)
 
 
 class CriticEnsemble(nn.Module):
@@ -300,10 +325,26 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 _FUSED_ADAM_ON_CPU = torch.__version__ >= "2.4"
 
 
-def adam(params, lr: float | torch.Tensor, device: torch.device) -> torch.optim.Adam:
-    """Adam with the fused kernel (one launch for all parameters on GPUs) where available."""
+def adam(params, lr: float | torch.Tensor, device: torch.device, compiled: bool = False) -> torch.optim.Adam:
+    """Adam with the fused kernel (one launch for all parameters on GPUs) where available. Compiled steps
+    get the plain implementation, which torch.compile traces and fuses itself (it does not trace the
+    fused kernel); on CUDA the capturable foreach one, whose step counts stay on the device."""
+    if compiled:
+        cuda = device.type == "cuda"
+        return torch.optim.Adam(params, lr=lr, foreach=cuda, capturable=cuda)
     fused = device.type == "cuda" or (device.type == "cpu" and _FUSED_ADAM_ON_CPU)
     return torch.optim.Adam(params, lr=lr, fused=fused or None)
+
+
+ADAM_IMPLEMENTATION_KEYS = ("foreach", "fused", "capturable")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """`optimizer.load_state_dict(state)` that keeps the optimizer's own implementation (fused, foreach,
+    capturable): a state saved by an eager step resumes in a compiled one, and back."""
+    own = [{key: group[key] for key in ADAM_IMPLEMENTATION_KEYS if key in group} for group in optimizer.param_groups]
+    groups = [{**saved, **mine} for saved, mine in zip(state["param_groups"], own)]
+    optimizer.load_state_dict({**state, "param_groups": groups})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -319,13 +360,17 @@ class LearnerConfig:
     depth: int = 2                     # hidden layers per network
     normalize_obs: bool = True         # the ADEPT paper normalizes states to zero mean, unit std
     reward_normalization: Literal["none", "return_range"] = "none"
-    compile: bool = False              # wrap the update step in torch.compile
+    # Compile the update step (baselines/compile.py): "auto" where measured faster and tested equal;
+    # true/false (older configs, YAML's on/off) mean "on"/"off". The runner sets it from run.compile.
+    compile: Literal["off", "on", "auto"] | bool = "auto"
 
     def validate(self) -> None:
         require(self.seed is None or self.seed >= 0, f"seed must be >= 0 or null, got {self.seed}")
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         require(self.hidden_dim >= 1, f"hidden_dim must be >= 1, got {self.hidden_dim}")
         require(self.depth >= 1, f"depth must be >= 1 (hidden layers), got {self.depth}")
+        require(isinstance(self.compile, bool) or self.compile in COMPILE_MODES,
+                f"compile must be one of {list(COMPILE_MODES)}, got {self.compile!r}")
         require(self.reward_normalization in REWARD_NORMALIZATIONS,
                 f"reward_normalization must be one of {list(REWARD_NORMALIZATIONS)}, "
                 f"got {self.reward_normalization!r}")
@@ -364,11 +409,17 @@ class OfflineLearner:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
         self.num_updates = 0
+        self.compiled = should_compile(config.compile, self.device)
         # Networks are initialized from `seed` alone, whatever the state of the global RNG.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self._build()
-        self._update_step = torch.compile(self._update_step) if config.compile else self._update_step
+        # The plain function, called with the learner: deep copies of the learner then call it with themselves.
+        self._step = compile_step(type(self)._update_step, self.compiled, self.device)
+
+    def adam(self, params, lr: float | torch.Tensor) -> torch.optim.Adam:
+        """An Adam optimizer on the learner's device, of the kind its (eager or compiled) step runs fastest."""
+        return adam(params, lr, self.device, self.compiled)
 
     def _build(self) -> None:
         raise NotImplementedError
@@ -385,9 +436,15 @@ class OfflineLearner:
 
     def update(self, batch) -> dict[str, torch.Tensor]:
         """One gradient step on a Batch of raw transitions; metrics are scalar tensors (no host sync)."""
-        metrics = self._update_step(*self._normalized(batch))
+        metrics = self._step(self, *self._normalized(batch))
         self.num_updates += 1
         return metrics
+
+    def segment_sampler_options(self) -> dict | None:
+        """None: update() takes transitions (a Batch from the runner's MixedSampler). A learner of
+        trajectory segments (Diffuser) returns the options of baselines.replay.SegmentSampler it needs
+        (length, discount, terminal_reward, pad, max_episode_steps); update() then takes SegmentBatch."""
+        return None
 
     def _as_obs(self, obs) -> torch.Tensor:
         obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
@@ -429,6 +486,8 @@ class OfflineLearner:
             if isinstance(value, torch.Tensor):
                 with torch.no_grad():
                     value.copy_(state[key])
+            elif isinstance(value, torch.optim.Optimizer):
+                load_optimizer_state(value, state[key])
             else:
                 value.load_state_dict(state[key])
         self.generator.set_state(state["generator"].cpu())

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from adept.config import require
-from baselines.common import (CriticEnsemble, LearnerConfig, OfflineLearner, TanhGaussianActor, adam, frozen,
+from baselines.common import (CriticEnsemble, LearnerConfig, OfflineLearner, TanhGaussianActor, frozen,
                               require_in, soft_update)
 
 
@@ -72,22 +72,47 @@ class CQL(OfflineLearner):
         self.log_alpha = torch.zeros((), device=device, requires_grad=True)
         self.log_alpha_prime = torch.ones((), device=device, requires_grad=True)  # CORL's initial value
         self.target_entropy = -float(self.act_dim) if c.target_entropy is None else c.target_entropy
-        self.actor_optimizer = adam(self.actor.parameters(), c.actor_lr, device)
-        self.critic_optimizer = adam(self.critic.parameters(), c.critic_lr, device)
-        self.alpha_optimizer = adam([self.log_alpha], c.alpha_lr, device)
-        self.alpha_prime_optimizer = adam([self.log_alpha_prime], c.critic_lr, device)
+        self.actor_optimizer = self.adam(self.actor.parameters(), c.actor_lr)
+        self.critic_optimizer = self.adam(self.critic.parameters(), c.critic_lr)
+        self.alpha_optimizer = self.adam([self.log_alpha], c.alpha_lr)
+        self.alpha_prime_optimizer = self.adam([self.log_alpha_prime], c.critic_lr)
         # log of the uniform proposal density on [-1, 1]^act_dim
         self.uniform_log_density = self.act_dim * math.log(0.5)
 
     def update(self, batch) -> dict[str, torch.Tensor]:
         bc_warmup = self.num_updates < self.config.bc_warmup_steps
-        metrics = self._update_step(*self._normalized(batch), bc_warmup=bc_warmup)
+        metrics = self._step(self, *self._normalized(batch), bc_warmup=bc_warmup)
         self.num_updates += 1
         return metrics
 
-    def _update_step(self, obs, actions, rewards, next_obs, dones, bc_warmup: bool) -> dict[str, torch.Tensor]:
+    def _sampled_q_logsumexp(self, obs: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """temperature * logsumexp_a~((Q_i(s, a~) - log mu(a~)) / temperature) for each critic: (2, B).
+
+        a~: num_sampled_actions uniform actions (mu = 0.5^act_dim), policy actions at s and at s'
+        (mu = pi), all scored at s (the importance-sampled estimate of CQL(H); COMBO reuses it)."""
         c = self.config
         batch_size, n = obs.shape[0], c.num_sampled_actions
+        with torch.no_grad():
+            repeated = torch.cat([obs, next_obs]).repeat_interleave(n, dim=0)   # (2 B n, obs_dim)
+            policy_actions, policy_log_pi = self.actor.sample(repeated, self.generator)
+            random_actions = 2.0 * torch.rand(batch_size * n, self.act_dim, device=obs.device,
+                                              generator=self.generator) - 1.0
+            sampled_actions = torch.cat([random_actions, policy_actions])        # (3 B n, act_dim)
+            log_density = torch.cat([torch.full((batch_size * n,), self.uniform_log_density, device=obs.device),
+                                     policy_log_pi])
+        obs_repeated = obs.repeat_interleave(n, dim=0).repeat(3, 1)             # every action is scored at s
+        q_sampled = self.critic(obs_repeated, sampled_actions) - log_density    # (2, 3 B n)
+        # (2, [uniform, pi(s), pi(s')], B, n) -> (2, B, 3 n)
+        q_sampled = q_sampled.view(2, 3, batch_size, n).permute(0, 2, 1, 3).reshape(2, batch_size, 3 * n)
+        return torch.logsumexp(q_sampled / c.temperature, dim=-1) * c.temperature
+
+    def _conservative_gap(self, obs: torch.Tensor, next_obs: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """E_s[logsumexp_a~ Q_i(s, a~)] - E_D[Q_i(s, a)] per critic, (2,); q = Q(s, a) of the batch, (2, B).
+        COMBO (baselines/combo.py) overrides which rows each side is taken on."""
+        return (self._sampled_q_logsumexp(obs, next_obs) - q).mean(dim=1)
+
+    def _update_step(self, obs, actions, rewards, next_obs, dones, bc_warmup: bool) -> dict[str, torch.Tensor]:
+        c = self.config
 
         # Policy and temperature.
         new_actions, log_pi = self.actor.sample(obs, self.generator)
@@ -111,20 +136,7 @@ class CQL(OfflineLearner):
         td_loss = (q - td_target).square().mean(dim=1).sum()
 
         # Critic: conservative term, logsumexp over importance-sampled actions at s.
-        with torch.no_grad():
-            repeated = torch.cat([obs, next_obs]).repeat_interleave(n, dim=0)   # (2 B n, obs_dim)
-            policy_actions, policy_log_pi = self.actor.sample(repeated, self.generator)
-            random_actions = 2.0 * torch.rand(batch_size * n, self.act_dim, device=obs.device,
-                                              generator=self.generator) - 1.0
-            sampled_actions = torch.cat([random_actions, policy_actions])        # (3 B n, act_dim)
-            log_density = torch.cat([torch.full((batch_size * n,), self.uniform_log_density, device=obs.device),
-                                     policy_log_pi])
-        obs_repeated = obs.repeat_interleave(n, dim=0).repeat(3, 1)             # every action is scored at s
-        q_sampled = self.critic(obs_repeated, sampled_actions) - log_density    # (2, 3 B n)
-        # (2, [uniform, pi(s), pi(s')], B, n) -> (2, B, 3 n)
-        q_sampled = q_sampled.view(2, 3, batch_size, n).permute(0, 2, 1, 3).reshape(2, batch_size, 3 * n)
-        logsumexp = torch.logsumexp(q_sampled / c.temperature, dim=-1) * c.temperature
-        cql_gap = (logsumexp - q).mean(dim=1)                                   # (2,), one per critic
+        cql_gap = self._conservative_gap(obs, next_obs, q)                     # (2,), one per critic
         if c.lagrange:
             alpha_prime = self.log_alpha_prime.exp().clamp(0.0, 1e6)
             cql_loss = (alpha_prime.detach() * c.cql_alpha * (cql_gap - c.target_action_gap)).sum()

@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 
 from adept.config import require
-from baselines.common import (CriticEnsemble, GaussianActor, LearnerConfig, OfflineLearner, adam, mlp,
+from baselines.common import (CriticEnsemble, GaussianActor, LearnerConfig, OfflineLearner, mlp,
                               require_in, soft_update)
 
 
@@ -65,9 +65,9 @@ class IQL(OfflineLearner):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.value = mlp(self.obs_dim, 1, c.hidden_dim, c.depth).to(device)
         # A tensor LR, updated in place by the cosine schedule: no torch.compile guard on its value.
-        self.actor_optimizer = adam(self.actor.parameters(), torch.tensor(c.actor_lr, device=device), device)
-        self.critic_optimizer = adam(self.critic.parameters(), c.critic_lr, device)
-        self.value_optimizer = adam(self.value.parameters(), c.value_lr, device)
+        self.actor_optimizer = self.adam(self.actor.parameters(), torch.tensor(c.actor_lr, device=device))
+        self.critic_optimizer = self.adam(self.critic.parameters(), c.critic_lr)
+        self.value_optimizer = self.adam(self.value.parameters(), c.value_lr)
 
     def actor_lr(self) -> float:
         """Cosine decay from actor_lr to 0 over lr_decay_steps updates (optax.cosine_decay_schedule in IQL)."""

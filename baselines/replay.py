@@ -126,12 +126,19 @@ class TensorBuffer:
         self._size, self._position = size, int(state["position"])
 
 
+def fraction_real_rows(batch_size: int, real_fraction: float) -> int:
+    """Rows of a batch drawn from D under the "fraction" rule (they come first in the batch)."""
+    return round(real_fraction * batch_size)
+
+
 class MixedSampler:
     """Learner batches from the real buffer D and the synthetic buffer D-hat.
 
     rule="uniform": every transition of D ∪ D-hat is equally likely (Algorithm 1 samples the batch
     from D ∪ D-hat), so the real share of a batch follows |D| / (|D| + |D-hat|).
-    rule="fraction": a fixed round(real_fraction * batch_size) rows from D, the rest from D-hat.
+    rule="fraction": a fixed round(real_fraction * batch_size) rows from D, the rest from D-hat, D's
+    rows first: `real_rows` is the split point of every batch (learners that treat real and
+    synthetic rows differently, e.g. COMBO, read it; the runner passes it as learner.real_rows).
     While D-hat is empty (or None) every batch comes from D.
     """
 
@@ -150,8 +157,16 @@ class MixedSampler:
                              f"put both on the same device")
         self.real, self.synthetic = real, synthetic
         self.batch_size, self.rule = batch_size, rule
-        self.real_count = round(real_fraction * batch_size)  # rows from D under rule="fraction"
+        self.real_count = fraction_real_rows(batch_size, real_fraction)  # rows from D under rule="fraction"
         self.generator = generator if generator is not None else torch.Generator(device=real.device)
+
+    @property
+    def real_rows(self) -> int | None:
+        """Rows 0..real_rows-1 of the next batch come from D, the rest from D-hat (rule "fraction");
+        None under rule "uniform", whose real rows are scattered."""
+        if self.synthetic is None or self.synthetic.size == 0:
+            return self.batch_size
+        return self.real_count if self.rule == "fraction" else None
 
     def sample(self) -> Batch:
         real, synthetic, generator = self.real, self.synthetic, self.generator
@@ -174,3 +189,92 @@ class MixedSampler:
         synthetic_rows = synthetic.batch_at((index - real.size).clamp(min=0))
         return Batch(*(torch.where(from_real.view(-1, *([1] * (r.dim() - 1))), r, s)
                        for r, s in zip(real_rows, synthetic_rows)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Trajectory segments: learners that model sequences of steps (Diffuser) instead of transitions
+# ---------------------------------------------------------------------------------------------------
+class SegmentBatch(NamedTuple):
+    """`length` consecutive steps of one episode per row, float32 tensors on one device. Steps past the
+    episode's end are padding: zeros in observations, actions and rewards, and 0 in `mask`."""
+
+    observations: torch.Tensor   # (B, L, obs_dim)
+    actions: torch.Tensor        # (B, L, act_dim)
+    rewards: torch.Tensor        # (B, L)
+    mask: torch.Tensor           # (B, L): 1 for steps of the episode, 0 for padding
+    returns: torch.Tensor        # (B,): discounted return from the segment's first step to the episode's end
+
+
+def discounted_returns(rewards: np.ndarray, episode_ends: np.ndarray, discount: float) -> np.ndarray:
+    """R_t = sum_k discount^k r_{t+k} up to the end of t's episode (episode_ends[t] marks its last step)."""
+    returns = np.zeros(len(rewards), np.float64)
+    running = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        running = float(rewards[t]) + (0.0 if episode_ends[t] else discount * running)
+        returns[t] = running
+    return returns
+
+
+class SegmentSampler:
+    """Batches of trajectory segments (SegmentBatch) drawn uniformly from an OfflineDataset's episodes.
+
+    pad=True (Diffuser's SequenceDataset with use_padding): a segment may run past its episode's end,
+    the missing steps are zero padding; starts s of an episode of T steps satisfy
+    s < min(T - 1, max_episode_steps - length), as in Diffuser. pad=False: whole segments only,
+    s <= T - length. `returns` uses `discount`, with `terminal_reward` added to the reward of a step
+    that ends its episode by termination (Diffuser's termination_penalty, -100); `rewards` are the
+    dataset's. The arrays live on `device`; sampling never reads a value back to the host.
+    """
+
+    def __init__(self, dataset: Any, length: int, batch_size: int, *, device: str | torch.device,
+                 generator: torch.Generator | None = None, discount: float = 1.0, terminal_reward: float = 0.0,
+                 pad: bool = True, max_episode_steps: int = 1000):
+        if length < 1 or batch_size < 1:
+            raise ValueError(f"SegmentSampler needs length and batch_size >= 1, got {length}, {batch_size}")
+        if not 0.0 <= discount <= 1.0:
+            raise ValueError(f"discount must be in [0, 1], got {discount}")
+        if pad and length > max_episode_steps:
+            raise ValueError(f"segment length {length} exceeds max_episode_steps {max_episode_steps}")
+        self.length, self.batch_size, self.device = length, batch_size, torch.device(device)
+        n = len(dataset.rewards)
+        starts = np.asarray(dataset.episode_starts, np.int64)
+        lengths = np.diff(np.append(starts, n))
+        counts = (np.maximum(0, np.minimum(lengths - 1, max_episode_steps - length)) if pad
+                  else np.maximum(0, lengths - length + 1))
+        if counts.sum() == 0:
+            longest = int(lengths.max())
+            raise ValueError(f"no episode of the {dataset.env}-{dataset.dataset} data holds a segment of {length} "
+                             f"steps (longest episode: {longest} steps{'' if pad else ', and pad=False'}); use a "
+                             f"shorter horizon{'' if pad else ' or pad=True'}")
+        first = np.repeat(starts, counts)
+        offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        episode_end = np.repeat(starts + lengths, lengths)  # exclusive end of each row's episode
+        rewards = np.asarray(dataset.rewards, np.float64)
+        penalised = rewards + terminal_reward * np.asarray(dataset.terminals, np.float64)
+        returns = discounted_returns(penalised, np.asarray(dataset.episode_ends), discount)
+        options = {"device": self.device}
+        self.observations = torch.as_tensor(np.asarray(dataset.observations, np.float32), **options)
+        self.actions = torch.as_tensor(np.asarray(dataset.actions, np.float32), **options)
+        self.rewards = torch.as_tensor(rewards.astype(np.float32), **options)
+        self.returns = torch.as_tensor(returns.astype(np.float32), **options)
+        self.episode_end = torch.as_tensor(episode_end, **options)
+        self.starts = torch.as_tensor(first + offset, **options)   # every valid segment start
+        self.offsets = torch.arange(length, **options)
+        self.generator = generator if generator is not None else torch.Generator(device=self.device)
+
+    @property
+    def num_segments(self) -> int:
+        return len(self.starts)
+
+    def segments_at(self, starts: torch.Tensor) -> SegmentBatch:
+        """The segments that begin at dataset rows `starts` (B,)."""
+        rows = starts.unsqueeze(1) + self.offsets                       # (B, L)
+        mask = rows < self.episode_end[starts].unsqueeze(1)
+        rows = torch.where(mask, rows, starts.unsqueeze(1))             # padding reads a valid row, then zeroed
+        weight = mask.float()
+        return SegmentBatch(self.observations[rows] * weight.unsqueeze(-1), self.actions[rows] * weight.unsqueeze(-1),
+                            self.rewards[rows] * weight, weight, self.returns[starts])
+
+    def sample(self) -> SegmentBatch:
+        index = torch.randint(0, len(self.starts), (self.batch_size,), device=self.device, generator=self.generator)
+        return self.segments_at(self.starts[index])

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from adept.config import require
-from baselines.common import (CriticEnsemble, LearnerConfig, OfflineLearner, TanhGaussianActor, adam, frozen,
+from baselines.common import (CriticEnsemble, LearnerConfig, OfflineLearner, TanhGaussianActor, frozen,
                               require_in, soft_update)
 
 
@@ -57,9 +57,9 @@ class SAC(OfflineLearner):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.tensor(math.log(c.initial_alpha), device=device, requires_grad=True)
         self.target_entropy = -float(self.act_dim) if c.target_entropy is None else c.target_entropy
-        self.actor_optimizer = adam(self.actor.parameters(), c.actor_lr, device)
-        self.critic_optimizer = adam(self.critic.parameters(), c.critic_lr, device)
-        self.alpha_optimizer = adam([self.log_alpha], c.alpha_lr, device)
+        self.actor_optimizer = self.adam(self.actor.parameters(), c.actor_lr)
+        self.critic_optimizer = self.adam(self.critic.parameters(), c.critic_lr)
+        self.alpha_optimizer = self.adam([self.log_alpha], c.alpha_lr)
 
     def _update_step(self, obs, actions, rewards, next_obs, dones) -> dict[str, torch.Tensor]:
         c = self.config

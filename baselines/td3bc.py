@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from adept.config import require
-from baselines.common import (CriticEnsemble, DeterministicActor, LearnerConfig, OfflineLearner, adam, frozen,
+from baselines.common import (CriticEnsemble, DeterministicActor, LearnerConfig, OfflineLearner, frozen,
                               require_in, soft_update)
 
 
@@ -55,17 +55,29 @@ class TD3BC(OfflineLearner):
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic = CriticEnsemble(self.obs_dim, self.act_dim, c.hidden_dim, c.depth, num_critics=2).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_optimizer = adam(self.actor.parameters(), c.actor_lr, device)
-        self.critic_optimizer = adam(self.critic.parameters(), c.critic_lr, device)
+        self.actor_optimizer = self.adam(self.actor.parameters(), c.actor_lr)
+        self.critic_optimizer = self.adam(self.critic.parameters(), c.critic_lr)
         # The actor's metrics are repeated on critic-only steps so that every update reports the same keys.
         self._actor_metrics = {"actor_loss": torch.zeros((), device=device),
                                "bc_loss": torch.zeros((), device=device)}
 
     def update(self, batch) -> dict[str, torch.Tensor]:
         update_actor = (self.num_updates + 1) % self.config.policy_delay == 0
-        metrics = self._update_step(*self._normalized(batch), update_actor=update_actor)
+        metrics = self._step(self, *self._normalized(batch), update_actor=update_actor)
+        if update_actor:  # kept here, outside the (possibly compiled) step, which stores nothing on self
+            self._actor_metrics = {key: metrics[key] for key in self._actor_metrics}
         self.num_updates += 1
-        return metrics
+        return {**metrics, **self._actor_metrics}
+
+    def state_dict(self) -> dict:
+        # The repeated actor metrics are state too: a run resumed before a critic-only step logs what an
+        # uninterrupted one does.
+        return {**super().state_dict(), "actor_metrics": {k: v.detach().clone() for k, v in self._actor_metrics.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if "actor_metrics" in state:
+            self._actor_metrics = {k: v.to(self.device) for k, v in state["actor_metrics"].items()}
 
     def _update_step(self, obs, actions, rewards, next_obs, dones, update_actor: bool) -> dict[str, torch.Tensor]:
         c = self.config
@@ -96,6 +108,7 @@ class TD3BC(OfflineLearner):
             self.actor_optimizer.step()
             soft_update(self.critic_target, self.critic, c.tau)
             soft_update(self.actor_target, self.actor, c.tau)
-            self._actor_metrics = {"actor_loss": actor_loss.detach(), "bc_loss": bc_loss.detach()}
-
-        return {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean(), **self._actor_metrics}
+            metrics = {"actor_loss": actor_loss.detach(), "bc_loss": bc_loss.detach()}
+        else:
+            metrics = {}
+        return {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean(), **metrics}

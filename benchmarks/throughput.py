@@ -29,11 +29,13 @@ from adept.envs import get_env_spec
 from adept.outputs import atomic_write_text
 from adept.runner import device_name, resolve_device
 from baselines import LEARNERS, make_learner
-from baselines.common import mlp
+from baselines.common import OfflineLearner, mlp
 from baselines.replay import TensorBuffer
-from benchmarks.timing import interleaved_rates, ops_per_step, time_steps
+from benchmarks.timing import interleaved_rates, ops_per_step, time_steps, warmup_seconds
 
-CASE_MODULES = ["benchmarks.world_model", "benchmarks.adept_epoch"]  # each has CASES: {name: fn(device, settings) -> dict}
+# each has CASES: {name: fn(device, settings) -> dict}
+CASE_MODULES = ["benchmarks.world_model", "benchmarks.adept_epoch", "benchmarks.ground_truth",
+                "benchmarks.model_based", "benchmarks.vs_d3rlpy", "benchmarks.diffusion_baselines"]
 
 Case = Callable[[torch.device, SimpleNamespace], dict]
 CASES: dict[str, Case] = {}
@@ -60,14 +62,18 @@ def learner_case(name: str) -> Case:
     def run(device: torch.device, settings: SimpleNamespace) -> dict:
         spec = get_env_spec(settings.env_dims)
         buffer = random_buffer(spec.obs_dim, spec.act_dim, device)
-        overrides = {"seed": 0, "batch_size": settings.batch_size, **LEARNER_OVERRIDES.get(name, {})}
+        overrides = {"seed": 0, "batch_size": settings.batch_size, **LEARNER_OVERRIDES.get(name, {}),
+                     "compile": getattr(settings, "compile", "off")}
         learner = make_learner(name, spec.obs_dim, spec.act_dim, device, overrides=overrides)
         generator = torch.Generator(device=device).manual_seed(0)
-        timing = time_steps(lambda: learner.update(buffer.sample(settings.batch_size, generator)),
-                            settings.steps, device, settings.warmup)
-        return {"updates_per_s": timing.per_second, "batch_size": settings.batch_size, "steps": settings.steps,
-                "overrides": overrides}
+        step = lambda: learner.update(buffer.sample(settings.batch_size, generator))  # noqa: E731
+        warmup = warmup_seconds(step, max(settings.warmup, 2), device)  # TD3+BC's two step kinds compile here
+        timing = time_steps(step, settings.steps, device, warmup=0)
+        return {"updates_per_s": timing.per_second, "cpu_updates_per_s": timing.per_cpu_second,
+                "warmup_s": warmup, "compiled": learner.compiled, "batch_size": settings.batch_size,
+                "steps": settings.steps, "overrides": overrides}
     return run
+
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,8 +146,9 @@ def iql_vs_reference(device: torch.device, settings: SimpleNamespace) -> dict:
 
 
 def _register_builtin_cases() -> None:
-    for name in LEARNERS:
-        register_case(name, learner_case(name))
+    for name, (learner_cls, _) in LEARNERS.items():
+        if learner_cls.segment_sampler_options is OfflineLearner.segment_sampler_options:
+            register_case(name, learner_case(name))  # transition learners; Diffuser's cases: diffusion_baselines
     register_case("iql_vs_reference", iql_vs_reference)
     for module_name in CASE_MODULES:
         for name, fn in importlib.import_module(module_name).CASES.items():
@@ -169,9 +176,48 @@ def headline(result: dict) -> tuple[str, float]:
     raise ValueError(f"benchmark result has no '*_per_s' rate: {sorted(result)}")
 
 
+# Cases whose steps `--compile` compiles (learner updates, world-model updates and sampling, ADEPT epochs).
+COMPILABLE = {*LEARNERS, "world_model_update_b256", "world_model_iwu_b1024", "rollout_n1000_h10",
+              "adept_epoch_iql", "adept_epoch_sac"}
+
+
+def describe(result: dict) -> str:
+    """One table row: headline rate, CPU-time rate, compile/warm-up time, peak memory, comparisons."""
+    key, value = headline(result)
+    unit = key.removesuffix("_per_s")
+    text = f"{value:>12.1f}  {unit}/s"
+    cpu = result.get(f"cpu_{key}")
+    if cpu is not None and cpu == cpu:  # not NaN
+        text += f" (cpu time: {cpu:.1f})"
+    if result.get("compile") == "on" and "warmup_s" in result:
+        text += f"  first steps {result['warmup_s']:.1f} s (compile)"
+    text += f"  peak {result['peak_memory_mb']:.0f} MB ({result['peak_memory_kind']})"
+    if "reference_ops_per_update" in result:
+        text += (f"  ({result['speedup']:.2f}x the reference; {result['ops_per_update']:.0f} vs "
+                 f"{result['reference_ops_per_update']:.0f} ops/update)")
+    if "d3rlpy_updates_per_s" in result:
+        text += (f"  ({result['speedup']:.2f}x {result['d3rlpy']} at {result['d3rlpy_updates_per_s']:.1f}/s; "
+                 f"cpu-time ratio {result.get('cpu_speedup', float('nan')):.2f}; paired "
+                 f"{', '.join(f'{r:.2f}' for r in result['paired_speedups'])})")
+        roof = result.get("roofline")
+        if roof:
+            parts = [f"{name} {roof[name]['flops_per_update'] / 1e6:.0f} MFLOP/update, GEMMs "
+                     f"{100 * roof[name]['gemm_share']:.0f}% of its CPU time, "
+                     f"{100 * roof[name]['fraction_of_gemm_peak']:.0f}% of peak"
+                     for name in ("harness", "d3rlpy") if name in roof]
+            text += (f"\n{'':<28} roofline: GEMM peak {roof['peak_gemm_flops_per_s'] / 1e9:.1f} GFLOP/s; "
+                     + "; ".join(parts))
+            if "max_speedup_at_gemm_floor" in roof:
+                text += (f"\n{'':<28} the harness's arithmetic at its GEMM floor would be "
+                         f"{roof['max_speedup_at_gemm_floor']:.2f}x d3rlpy (at the peak GEMM rate "
+                         f"{roof['max_speedup_at_gemm_peak']:.2f}x)")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--learners", nargs="+", choices=sorted(LEARNERS), default=None,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
+    parser.add_argument("--learners", nargs="+", choices=sorted(n for n in LEARNERS if n in CASES), default=None,
                         help="learner cases to run")
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=None, help="other cases to run")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -179,8 +225,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=200, help="timed steps per case")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps before timing")
     parser.add_argument("--env-dims", default="halfcheetah", help="env whose obs/action sizes are used")
+    parser.add_argument("--scale", choices=("paper", "quick"), default="paper",
+                        help="sizes of the cases that have both (SynthER, Diffuser): published or config/quick.yaml's")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine)")
+    parser.add_argument("--compile", choices=["off", "on", "both"], default="off",
+                        help="compile the steps of the cases that have them (baselines/compile.py); both: "
+                             "each such case eager, then compiled")
+    parser.add_argument("--d3rlpy-python", default=None,
+                        help="python of an environment with d3rlpy, for iql_vs_d3rlpy (benchmarks/vs_d3rlpy.py)")
+    parser.add_argument("--data", default=None, help="D4RL-layout file for iql_vs_d3rlpy (default: generated "
+                                                     "halfcheetah random, made on first use)")
+    parser.add_argument("--rounds", type=int, default=3, help="paired rounds of iql_vs_d3rlpy")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.steps < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
@@ -192,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     names = (args.learners or []) + (args.cases or []) or list(CASES)
     settings = SimpleNamespace(steps=args.steps, warmup=args.warmup, batch_size=args.batch_size,
-                               env_dims=args.env_dims)
+                               env_dims=args.env_dims, threads=args.threads, d3rlpy_python=args.d3rlpy_python,
+                               data=args.data, rounds=args.rounds, scale=args.scale)
     header = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "batch_size": args.batch_size, "steps": args.steps, "env_dims": args.env_dims,
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -200,15 +257,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'case':<28} {'rate':>12}  unit")
     results = []
     for name in names:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        result = {"case": name, **CASES[name](device, settings), **peak_memory(device)}
-        key, value = headline(result)
-        extra = (f"  ({result['speedup']:.2f}x the reference; {result['ops_per_update']:.0f} vs "
-                 f"{result['reference_ops_per_update']:.0f} ops/update)") if "speedup" in result else ""
-        print(f"{name:<28} {value:>12.1f}  {key.removesuffix('_per_s')}/s  "
-              f"peak {result['peak_memory_mb']:.0f} MB ({result['peak_memory_kind']}){extra}", flush=True)
-        results.append(result)
+        modes = {"off": ["off"], "on": ["on"], "both": ["off", "on"]}[args.compile] if name in COMPILABLE else ["off"]
+        for mode in modes:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            settings.compile = mode
+            label = f"{name} [compiled]" if mode == "on" else name
+            result = {"case": name, "compile": mode, **CASES[name](device, settings)}
+            if "skipped" in result:
+                print(f"{label:<28} {'skipped':>12}  {result['skipped']}", flush=True)
+                results.append(result)
+                continue
+            result.update(peak_memory(device))
+            print(f"{label:<28} {describe(result)}", flush=True)
+            results.append(result)
     if args.out:
         atomic_write_text(args.out, json.dumps({**header, "results": results}, indent=2, default=str) + "\n")
         print(f"wrote {args.out}")

@@ -21,10 +21,15 @@ def synchronize(device: torch.device | str) -> None:
 class Timing:
     steps: int
     seconds: float
+    cpu_seconds: float = float("nan")  # CPU time of this process: steadier than wall time on a shared CPU
 
     @property
     def per_second(self) -> float:
         return self.steps / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def per_cpu_second(self) -> float:
+        return self.steps / self.cpu_seconds if self.cpu_seconds > 0 else float("nan")
 
 
 def time_steps(step: Callable[[], object], steps: int, device: torch.device | str, warmup: int = 10) -> Timing:
@@ -34,11 +39,20 @@ def time_steps(step: Callable[[], object], steps: int, device: torch.device | st
     for _ in range(warmup):
         step()
     synchronize(device)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return Timing(steps, time.perf_counter() - start, time.process_time() - cpu_start)
+
+
+def warmup_seconds(step: Callable[[], object], steps: int, device: torch.device | str) -> float:
+    """Wall time of the first `steps` calls, compilation included (the cost a run pays once)."""
     start = time.perf_counter()
     for _ in range(steps):
         step()
     synchronize(device)
-    return Timing(steps, time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
 def interleaved_rates(steps_by_name: dict[str, Callable[[], object]], steps_per_round: int, rounds: int,

@@ -23,7 +23,7 @@ from adept.rollouts import generate_rollouts
 from adept.world_model import WorldModel, WorldModelConfig
 from baselines.common import mlp
 from baselines.replay import Batch
-from benchmarks.timing import time_steps
+from benchmarks.timing import time_steps, warmup_seconds
 
 
 def _model(device: torch.device, obs_dim: int, act_dim: int) -> WorldModel:
@@ -42,6 +42,7 @@ def world_model_update(device: torch.device, settings: SimpleNamespace, batch_si
     """Adam steps/s of WorldModel.update (with the importance weights computed each step if `weighted`)."""
     obs_dim, act_dim = _dims(settings)
     model = _model(device, obs_dim, act_dim)
+    model.set_compile(getattr(settings, "compile", "off"))
     generator = torch.Generator(device=device).manual_seed(0)
     batch = Batch(torch.randn(batch_size, obs_dim, device=device),
                   torch.rand(batch_size, act_dim, device=device) * 2 - 1, torch.randn(batch_size, device=device),
@@ -52,8 +53,10 @@ def world_model_update(device: torch.device, settings: SimpleNamespace, batch_si
         weights = importance_weights(log_pi, log_pi_b)[0] if weighted else None
         model.update(batch, weights, generator)
 
-    timing = time_steps(step, settings.steps, device, getattr(settings, "warmup", 10))
-    return {"steps_per_s": timing.per_second, "samples_per_s": timing.per_second * batch_size,
+    warmup = warmup_seconds(step, max(getattr(settings, "warmup", 10), 1), device)  # compilation included
+    timing = time_steps(step, settings.steps, device, warmup=0)
+    return {"steps_per_s": timing.per_second, "cpu_steps_per_s": timing.per_cpu_second,
+            "samples_per_s": timing.per_second * batch_size, "warmup_s": warmup,
             "batch_size": batch_size, "importance_weighted": weighted, "steps": settings.steps}
 
 
@@ -78,14 +81,18 @@ def rollout(device: torch.device, settings: SimpleNamespace) -> dict:
     n, horizon = getattr(settings, "rollouts", 1000), getattr(settings, "horizon", 10)
     calls = max(1, settings.steps // 20)
     model = _model(device, obs_dim, act_dim)
+    model.set_compile(getattr(settings, "compile", "off"))
     with torch.no_grad():  # never terminate, so every rollout runs the full horizon
         model.reward_model[-1].bias[1] = -100.0
     policy = _TanhGaussianPolicy(obs_dim, act_dim).to(device)
     start = torch.randn(n, obs_dim, device=device)
     generator = torch.Generator(device=device).manual_seed(0)
-    timing = time_steps(lambda: generate_rollouts(model, policy, start, horizon, generator=generator), calls,
-                        device, warmup=1)
-    return {"transitions_per_s": timing.per_second * n * horizon, "seconds_per_pe_call": 1.0 / timing.per_second,
+    step = lambda: generate_rollouts(model, policy, start, horizon, generator=generator)  # noqa: E731
+    warmup = warmup_seconds(step, 1, device)  # compilation included
+    timing = time_steps(step, calls, device, warmup=0)
+    return {"transitions_per_s": timing.per_second * n * horizon,
+            "cpu_transitions_per_s": timing.per_cpu_second * n * horizon, "warmup_s": warmup,
+            "seconds_per_pe_call": 1.0 / timing.per_second,
             "rollouts": n, "horizon": horizon, "diffusion_steps": model.config.diffusion_steps,
             "eq2_guidance_weight": model.config.eq2_guidance_weight, "pe_calls": calls}
 

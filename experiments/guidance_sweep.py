@@ -84,7 +84,7 @@ def summarize(frame: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--envs", nargs="+", default=["hopper", "halfcheetah"])
     parser.add_argument("--size", type=int, default=50_000, help="transitions of the generated random dataset")
     parser.add_argument("--steps", type=int, default=5000, help="training steps per model")

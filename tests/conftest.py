@@ -26,6 +26,47 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def checkpoint_loads_as_on_cuda(monkeypatch) -> list:
+    """torch.load of a run's `checkpoint.pt` as on a CUDA run, on a machine without one: unless the
+    caller maps it to "cpu" explicitly, every tensor lands off the CPU ("meta" stands in for "cuda"),
+    where torch.Generator.set_state, torch.set_rng_state and torch.cuda.set_rng_state refuse RNG
+    states. Yields the map_location of each checkpoint load."""
+    import torch
+
+    real_load = torch.load
+    asked: list = []
+
+    def load(f, *args, map_location=None, **kwargs):
+        if not isinstance(f, (str, Path)) or Path(f).name != "checkpoint.pt":
+            return real_load(f, *args, map_location=map_location, **kwargs)
+        asked.append(map_location)
+        on_cpu = isinstance(map_location, str) and map_location == "cpu"
+        return real_load(f, *args, map_location="cpu" if on_cpu else "meta", **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    return asked
+
+
+@pytest.fixture(scope="session")
+def tiny_config_run(tmp_path_factory):
+    """config/test.yaml end to end with Snakemake's local executor on 2 cores, once per session:
+    (working directory, CompletedProcess). tests/test_workflow.py checks what it wrote;
+    tests/test_slurm.py compares a run on SLURM with it."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    workdir = tmp_path_factory.mktemp("tiny_config_run")
+    # Rules call `python`: make it this interpreter even when the virtualenv is not activated.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "-d", str(workdir),
+                             "--cores", "2", "--configfile", str(root / "config" / "test.yaml")],
+                            capture_output=True, text=True, env=env, timeout=1800)
+    return workdir, result
+
+
 @pytest.fixture(scope="session")
 def tiny_random_dataset_path(tmp_path_factory) -> Path:
     """A generated hopper `random` dataset of 5,000 transitions (seed 0), about 200 episodes."""

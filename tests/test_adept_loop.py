@@ -3,7 +3,11 @@ Diff+X and the BC ablation through the same runner, resume, and the IWU schedule
 from __future__ import annotations
 
 import json
+import logging
+import shutil
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -74,7 +78,7 @@ def test_model_based_methods_run_end_to_end(artifacts, tmp_path, method):
     assert evals[0]["eps_pi"] == 0.0 and evals[1]["eps_pi"] > 0.0  # no previous policy at the first report
 
 
-def test_adept_resumes_to_the_uninterrupted_result(artifacts, tmp_path, monkeypatch):
+def test_adept_resumes_to_the_uninterrupted_result(artifacts, tmp_path, monkeypatch, checkpoint_loads_as_on_cuda):
     config = TrainConfig.from_dict(LOOP_RUN)
     train(_inputs(artifacts, tmp_path / "full", "adept-sac"), config)
 
@@ -92,6 +96,7 @@ def test_adept_resumes_to_the_uninterrupted_result(artifacts, tmp_path, monkeypa
         train(_inputs(artifacts, tmp_path / "resumed", "adept-sac"), config)
     monkeypatch.setattr(SAC, "update", original_update)
     train(_inputs(artifacts, tmp_path / "resumed", "adept-sac"), config)
+    assert checkpoint_loads_as_on_cuda == ["cpu"]
 
     full, resumed = (torch.load(tmp_path / d / "policy.pt", weights_only=True) for d in ("full", "resumed"))
     for key, tensor in full["state_dict"]["actor"].items():
@@ -150,13 +155,69 @@ def test_importance_sampled_update_uses_policy_ratio(artifacts):
 
 
 def test_diagnostics_use_the_transitions_the_initial_fit_held_out(artifacts):
-    from adept.runner import _heldout_transitions
+    from adept.runner import _world_model_split
     from adept.data.dataset import split_holdout
 
     data, world_model_path, _ = artifacts
     dataset = load_dataset("hopper", "random", path=data)
-    heldout = _heldout_transitions(world_model_path, dataset, "cpu")
+    train_rows, heldout_rows = _world_model_split(world_model_path, dataset)
     train_idx, heldout_idx = split_holdout(len(dataset.observations), 0.05, 0)
-    assert heldout.size == len(heldout_idx) == 250
-    assert torch.equal(heldout.observations, torch.as_tensor(dataset.observations[heldout_idx]))
+    assert len(heldout_rows) == len(heldout_idx) == 250
+    assert (heldout_rows == heldout_idx).all() and (train_rows == train_idx).all()
     assert not set(heldout_idx) & set(train_idx)
+
+
+def test_iwu_never_trains_on_the_rows_the_initial_fit_held_out(artifacts, tmp_path, monkeypatch):
+    from adept.data.dataset import split_holdout
+
+    dataset = load_dataset("hopper", "random", path=artifacts[0])
+    _, heldout_idx = split_holdout(len(dataset.observations), 0.05, 0)
+    heldout = {row.tobytes() for row in dataset.observations[heldout_idx]}
+    seen = []
+    original_update = WorldModel.update
+
+    def recording_update(self, batch, weights=None, generator=None):
+        seen.append(batch.observations.numpy().copy())
+        return original_update(self, batch, weights, generator)
+
+    monkeypatch.setattr(WorldModel, "update", recording_update)
+    train(_inputs(artifacts, tmp_path, "adept-sac"), TrainConfig.from_dict(LOOP_RUN))
+    rows = np.concatenate(seen)
+    assert len(rows) == 4 * 5 * 64  # 4 epochs x 5 IWU steps x B_m = 64
+    assert not any(row.tobytes() in heldout for row in rows)  # 5% held out: ~64 hits if IWU sampled all rows
+
+
+def test_a_world_model_without_its_split_stops_adept_but_not_diff(artifacts, tmp_path, caplog):
+    lone = tmp_path / "elsewhere" / "world_model.pt"  # no model.json next to it
+    lone.parent.mkdir()
+    shutil.copy(artifacts[1], lone)
+    config = TrainConfig.from_dict({**LOOP_RUN, "run": {**LOOP_RUN["run"], "steps": 10, "eval_every": 10}})
+    with pytest.raises(ValueError, match=r"no report .* split is unknown, so IWU would train on the rows the "
+                                         r"diagnostics hold out") as err:
+        train(replace(_inputs(artifacts, tmp_path / "adept", "adept-sac"), world_model_path=lone), config)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "adept" / "eval.csv").exists()
+    with caplog.at_level(logging.WARNING, logger="adept.runner"):
+        train(replace(_inputs(artifacts, tmp_path / "diff", "diff-sac"), world_model_path=lone), config)
+    assert "diff-sac never refits the world model" in caplog.text
+    assert (tmp_path / "diff" / "final.json").exists()
+
+
+def test_training_does_not_depend_on_how_often_it_is_evaluated(artifacts, tmp_path):
+    """Evaluation (here with sampled actions), diagnostics and the ground truth draw from the evaluation
+    generator: learner and world-model training are identical whether evaluation runs every 10 steps or once."""
+    from adept.runner import EVALUATION_STREAM, TRAINING_STREAM, stream_seed
+
+    assert len({0, stream_seed(0, TRAINING_STREAM), stream_seed(0, EVALUATION_STREAM)}) == 3  # learner's seed is 0
+    for every in (10, 40):
+        run = {**LOOP_RUN["run"], "eval_every": every, "checkpoint_every": 40, "deterministic_eval": False}
+        train(_inputs(artifacts, tmp_path / str(every), "adept-sac"), TrainConfig.from_dict({**LOOP_RUN, "run": run}))
+    often, once = (torch.load(tmp_path / d / "policy.pt", weights_only=True)["state_dict"] for d in ("10", "40"))
+    assert often["num_updates"] == once["num_updates"] == 40
+    for part in ("actor", "critic"):
+        for key, tensor in often[part].items():
+            assert torch.equal(tensor, once[part][key]), (part, key)
+    rows = [[{k: v for k, v in r.items() if k != "updates_per_s"} for r in read_csv(tmp_path / d / "train.csv")]
+            for d in ("10", "40")]
+    assert rows[0] == rows[1] and "wm/loss" in rows[0][0]
+    assert len(read_csv(tmp_path / "10" / "eval.csv")) == 4 and len(read_csv(tmp_path / "40" / "eval.csv")) == 1

@@ -71,6 +71,25 @@ def test_reverse_step_with_bounds_keeps_final_sample_in_range():
     assert (x >= low - 1e-6).all() and (x <= high + 1e-6).all()
 
 
+def test_sampler_can_leave_the_last_step_unclamped():
+    """The last step returns x0_hat itself, so clamping it clips the sample; clamp_last_step=False clamps
+    steps K..2 only (the same chain until then) and returns the unclamped x0_hat of step 1."""
+    schedule = DiffusionSchedule(10)
+    assert schedule.posterior_x0_coef[1] == pytest.approx(1.0) and schedule.posterior_xk_coef[1] == 0.0
+    low, high = torch.tensor([-0.5, 0.0]), torch.tensor([0.5, 0.1])
+    def noisy(x, k, condition, mask):  # a bad denoiser, the same at every call for a given step
+        return 5 * torch.randn(x.shape, generator=torch.Generator().manual_seed(int(k[0])))
+    x = schedule.sample(noisy, torch.zeros(500, 1), 2, 1.0, torch.Generator().manual_seed(0), (low, high),
+                        clamp_last_step=False)
+    assert ((x < low) | (x > high)).any()
+    generator = torch.Generator().manual_seed(0)
+    manual = torch.randn(500, 2, generator=generator)
+    for k in range(10, 0, -1):
+        eps = noisy(manual, torch.full((500,), k), None, None)
+        manual = schedule.reverse_step(manual, k, eps, generator, (low, high) if k > 1 else None)
+    torch.testing.assert_close(x, manual, rtol=0, atol=0)
+
+
 def test_sampler_with_oracle_denoiser_matches_exact_linear_gaussian_chain():
     """For Gaussian data the optimal eps is linear in x_k, so the K-step chain of Eq. (1) is linear-Gaussian
     and its final mean/variance follow from a recursion computed here independently of the sampler."""

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from adept.config import ConfigError, from_dict
-from adept.importance import ImportanceConfig, importance_weights
+from adept.config import ConfigError, from_dict, parse_overrides
+from adept.importance import ImportanceConfig, ess_floor_alpha, importance_weights
 
 
 def gaussian_log_ratio(a, mu_p, std_p, mu_q, std_q):
@@ -50,6 +50,11 @@ def test_extreme_log_ratios_stay_finite_in_log_space():
     big, _ = importance_weights(torch.tensor([900.0, 0.0]), torch.zeros(2),
                                 ImportanceConfig(max_weight=10.0, self_normalize=False))
     assert big[0] == 10.0 and torch.isfinite(big).all()
+    # raw ratios that all underflow float32 (exp(-200) = 0): the health stats are still those of equal weights
+    tiny, stats = importance_weights(torch.full((4,), -200.0), torch.zeros(4),
+                                     ImportanceConfig(max_weight=None, self_normalize=False))
+    assert (tiny == 0).all() and stats["is_ess_fraction"].item() == pytest.approx(1.0, rel=1e-4)
+    assert stats["is_max_weight_share"].item() == pytest.approx(0.25, rel=1e-4)
 
 
 def test_clipping_bounds_weights_and_counts_clipped_samples():
@@ -96,3 +101,114 @@ def test_bad_inputs_and_config_are_rejected():
         from_dict(ImportanceConfig, {"min_weight": -1}, "importance")
     with pytest.raises(ConfigError, match="unknown key"):
         from_dict(ImportanceConfig, {"clip": 3}, "importance")
+    for values, message in [({"max_weight": "sqrt"}, r"max_weight must be a number, 'sqrt_n' .* got 'sqrt'"),
+                            ({"max_weight": "sqrt_n", "min_weight": 1.0}, r"min_weight must be < 1"),
+                            ({"temper_alpha": 0.0}, r"temper_alpha must be in \(0, 1\]"),
+                            ({"temper_alpha": 1.5}, r"temper_alpha must be in \(0, 1\]"),
+                            ({"ess_floor": 0.0}, r"ess_floor must be in \(0, 1\] or null"),
+                            ({"ess_floor": 1.2}, r"ess_floor must be in \(0, 1\] or null"),
+                            ({"ess_floor_steps": 0}, r"ess_floor_steps must be >= 1")]:
+        with pytest.raises(ConfigError, match=message) as error:
+            from_dict(ImportanceConfig, values, "importance")
+        assert "\n" not in str(error.value)
+
+
+def two_point_log_ratio(n: int, k: int, log_r: float) -> torch.Tensor:
+    """k samples with ratio r = exp(log_r), n - k with ratio 1."""
+    log_ratio = torch.zeros(n)
+    log_ratio[:k] = log_r
+    return log_ratio
+
+
+def two_point_ess_fraction(p: float, x: float) -> float:
+    """ESS / N of weights that are x on a fraction p of the samples and 1 elsewhere."""
+    return (p * x + 1 - p) ** 2 / (p * x**2 + 1 - p)
+
+
+def test_default_clip_is_sqrt_of_the_batch_size():
+    """max_weight "sqrt_n" resolves to sqrt(N) of each call's batch: 16 / 32 / 45.25 at B_m = 256 / 1024 / 2048."""
+    assert ImportanceConfig().max_weight == "sqrt_n"
+    for n in (256, 1024, 2048):
+        weights, stats = importance_weights(two_point_log_ratio(n, 1, 50.0), torch.zeros(n))
+        assert weights[0].item() == pytest.approx(math.sqrt(n), rel=1e-5)  # self-normalized ~N, clipped to sqrt(N)
+        assert stats["is_clipped_fraction"].item() == pytest.approx(1 / n)
+        fixed, _ = importance_weights(two_point_log_ratio(n, 1, 50.0), torch.zeros(n), ImportanceConfig(max_weight=32))
+        assert fixed[0].item() == pytest.approx(32.0, rel=1e-5)
+    parsed = from_dict(ImportanceConfig, parse_overrides(["importance.max_weight=sqrt_n"])["importance"], "importance")
+    assert parsed.max_weight == "sqrt_n" and parsed.clip_for(64) == 8.0
+
+
+def test_two_point_weights_match_closed_form_health_stats():
+    """ESS, max-weight share and mean weight of two-point weights, untempered and tempered, by hand."""
+    n, k, log_r = 100, 10, 4.0
+    p = k / n
+    for alpha in (1.0, 0.5, 0.25):
+        x = math.exp(alpha * log_r)
+        config = ImportanceConfig(max_weight=None, temper_alpha=alpha)
+        weights, stats = importance_weights(two_point_log_ratio(n, k, log_r), torch.zeros(n), config)
+        assert stats["is_ess_fraction"].item() == pytest.approx(two_point_ess_fraction(p, x), rel=1e-5)
+        assert stats["is_max_weight_share"].item() == pytest.approx(x / (k * x + n - k), rel=1e-5)
+        assert stats["is_mean_weight"].item() == pytest.approx(1.0, rel=1e-5)
+        assert stats["is_alpha"].item() == alpha
+        torch.testing.assert_close(weights[0] / weights[-1], torch.tensor(x), rtol=1e-5, atol=0)
+    # self-normalized, clip 2: the k samples at x / (p x + 1 - p) = 8.45 are clipped to 2, mass is lost
+    x = math.exp(log_r)
+    _, stats = importance_weights(two_point_log_ratio(n, k, log_r), torch.zeros(n), ImportanceConfig(max_weight=2))
+    low = 1 / (p * x + 1 - p)
+    assert stats["is_mean_weight"].item() == pytest.approx(p * 2 + (1 - p) * low, rel=1e-5)
+    assert stats["is_max_weight_share"].item() == pytest.approx(2 / (k * 2 + (n - k) * low), rel=1e-5)
+    assert stats["is_ess_fraction"].item() == pytest.approx(two_point_ess_fraction(p, 2 / low), rel=1e-5)
+
+
+def test_ess_floor_finds_the_largest_alpha_that_keeps_the_floor():
+    """Two-point weights: ESS/N(x) = floor is a quadratic in x = r^alpha, so alpha* has a closed form."""
+    n, k, log_r, floor = 1000, 5, 8.0, 0.1
+    p, q = k / n, 1 - k / n
+    a, b, c = p * p - floor * p, 2 * p * q, q * q - floor * q   # (p x + q)^2 = floor (p x^2 + q)
+    x_star = (-b - math.sqrt(b * b - 4 * a * c)) / (2 * a)      # the root > 1 (a < 0)
+    alpha_star = math.log(x_star) / log_r
+    assert 0.0 < alpha_star < 1.0 and two_point_ess_fraction(p, math.exp(log_r)) < floor
+    log_ratio = two_point_log_ratio(n, k, log_r)
+    config = ImportanceConfig(max_weight=None, ess_floor=floor, ess_floor_steps=20)
+    weights, stats = importance_weights(log_ratio, torch.zeros(n), config)
+    assert alpha_star - 2**-20 - 1e-6 <= stats["is_alpha"].item() <= alpha_star + 1e-6
+    assert stats["is_ess_fraction"].item() == pytest.approx(floor, rel=1e-4)
+    assert stats["is_ess_fraction"].item() >= floor - 1e-6
+    # the floor caps the exponent at temper_alpha and is a no-op when already met
+    assert ess_floor_alpha(log_ratio, 0.001, max_alpha=0.5).item() == 0.5
+    assert ess_floor_alpha(torch.zeros(8), 1.0).item() == 1.0
+    coarse = ess_floor_alpha(log_ratio, floor, steps=3)   # few steps: a smaller alpha, never a violated floor
+    assert coarse.item() <= alpha_star and two_point_ess_fraction(p, math.exp(coarse.item() * log_r)) >= floor
+
+
+class GaussianPolicy:
+    """log_prob of a fixed N(mean, std^2) per action dimension, whatever the state."""
+
+    def __init__(self, mean: float, std: float):
+        self.mean, self.std = mean, std
+
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return Normal(self.mean, self.std).log_prob(actions).sum(-1)
+
+
+def test_closed_loop_update_logs_weight_health_with_the_clip_of_its_batch_size():
+    """The IWU step reports ESS/N, the max-weight share and the mean weight as iw/ metrics (what the runner
+    averages into train.csv), and its clip follows world_model.is_batch_size: sqrt(64) = 8."""
+    from adept.closed_loop import ClosedLoop, ClosedLoopConfig
+    from adept.world_model import WorldModel, WorldModelConfig
+    from baselines.replay import TensorBuffer
+
+    generator = torch.Generator().manual_seed(0)
+    obs, act = torch.randn(512, 3, generator=generator), torch.rand(512, 2, generator=generator) * 2 - 1
+    real = TensorBuffer.from_arrays(obs, act, torch.randn(512, generator=generator), obs, torch.zeros(512), "cpu")
+    config = WorldModelConfig(hidden_dim=16, depth=1, reward_hidden_dim=16, reward_depth=1, diffusion_steps=2,
+                              time_embedding_dim=4, is_batch_size=64)
+    model = WorldModel.from_arrays(obs.numpy(), act.numpy(), torch.zeros(512).numpy(), obs.numpy(), config)
+    loop = ClosedLoop(ClosedLoopConfig(rollouts_per_epoch=0), model, real, GaussianPolicy(0.0, 0.6),
+                      generator=torch.Generator().manual_seed(1))
+    metrics = loop.importance_sampled_update(GaussianPolicy(0.5, 0.05))   # sharp pi: one sample dominates
+    for name in ("iw/is_ess_fraction", "iw/is_max_weight_share", "iw/is_mean_weight", "iw/is_alpha"):
+        assert metrics[name].ndim == 0, name
+    assert metrics["iw/is_max_weight"].item() == pytest.approx(8.0, rel=1e-5)
+    assert metrics["iw/is_mean_weight"].item() < 1.0   # the clip removed mass
+    assert 1 / 64 < metrics["iw/is_max_weight_share"].item() <= 1.0

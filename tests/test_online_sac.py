@@ -88,7 +88,7 @@ def test_replay_record_is_the_collection_in_order(budget_run):
         np.testing.assert_allclose(env.unwrapped._get_obs(), arrays["observations"][t], rtol=1e-5, atol=1e-5)
 
 
-def test_interrupted_run_resumes_to_the_same_result(budget_run, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_result(budget_run, tmp_path, monkeypatch, checkpoint_loads_as_on_cuda):
     reference_dir, reference = budget_run
     real_save = online_sac.atomic_torch_save
 
@@ -102,6 +102,7 @@ def test_interrupted_run_resumes_to_the_same_result(budget_run, tmp_path, monkey
     assert (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "summary.json").exists()
     monkeypatch.setattr(online_sac, "atomic_torch_save", real_save)
     resumed = train_behavior_agent("hopper", tmp_path, tiny_config(target_return=1e6), seed=3, progress=False)
+    assert checkpoint_loads_as_on_cuda == ["cpu"]  # RNG states reached set_state as CPU ByteTensors
 
     for key in ("train_steps", "run_steps", "stop_eval_return_mean", "measured_return_mean"):
         assert resumed[key] == reference[key], key

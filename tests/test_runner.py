@@ -43,7 +43,8 @@ def test_plain_learner_run_writes_valid_outputs(tiny_random_dataset_path, tmp_pa
     out = tmp_path / "run"
     final = train(_inputs(tiny_random_dataset_path, out), TrainConfig.from_dict(TINY_RUN))
 
-    assert {p.name for p in out.iterdir()} == {"eval.csv", "train.csv", "final.json", "policy.pt"}
+    assert {p.name for p in out.iterdir()} == {"eval.csv", "train.csv", "final.json", "completed.json", "policy.pt"}
+    assert (out / "completed.json").read_text() == (out / "final.json").read_text()  # survives Snakemake's deletion
     evals = read_csv(out / "eval.csv")
     assert [r["step"] for r in evals] == [20, 40, 60]
     for row in evals:
@@ -78,7 +79,8 @@ def test_same_seed_same_result_and_other_seed_differs(tiny_random_dataset_path, 
     assert c["seed"] == 1
 
 
-def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_random_dataset_path, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_random_dataset_path, tmp_path, monkeypatch,
+                                                         checkpoint_loads_as_on_cuda):
     config = TrainConfig.from_dict(TINY_RUN)
     train(_inputs(tiny_random_dataset_path, tmp_path / "full"), config)
 
@@ -100,6 +102,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_random_dataset
 
     monkeypatch.setattr(IQL, "update", original_update)
     train(_inputs(tiny_random_dataset_path, resumed_dir), config)
+    assert checkpoint_loads_as_on_cuda == ["cpu"]  # RNG states reached set_state as CPU ByteTensors
     assert not (resumed_dir / "checkpoint.pt").exists()
 
     _assert_same_state(_params(tmp_path / "full" / "policy.pt"), _params(resumed_dir / "policy.pt"))

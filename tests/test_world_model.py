@@ -4,14 +4,17 @@ from __future__ import annotations
 import copy
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from adept.config import ConfigError, from_dict
 from adept.data import OfflineDataset
 from adept.outputs import read_csv
+from adept.rollouts import generate_rollouts
 from adept.world_model import WorldModel, WorldModelConfig, check_finite
 from adept.world_model_training import convergence, output_paths, train_world_model
 from baselines.replay import Batch
@@ -21,6 +24,7 @@ A = np.array([[0.9, 0.2, 0.0], [-0.2, 0.9, 0.1], [0.0, 0.3, 0.7]], np.float32)
 B = np.array([[0.5, 0.0], [0.0, 0.5], [0.3, -0.3]], np.float32)
 TINY = dict(hidden_dim=32, depth=2, reward_hidden_dim=32, reward_depth=1, diffusion_steps=5,
             time_embedding_dim=8)
+CONFIG_YAML = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
 
 
 def linear_system(n: int, seed: int = 0, noise: float = 0.01) -> OfflineDataset:
@@ -91,7 +95,8 @@ def test_guided_sampling_with_weight_one_equals_conditional_sampling(trained):
     with torch.no_grad():
         for k in range(model.config.diffusion_steps, 0, -1):
             eps = model.denoise(x, torch.full((32,), k), condition, torch.ones(32, 1))
-            x = model.schedule.reverse_step(x, k, eps, generator, bounds)
+            # clip_denoised clamps x0_hat in steps K..2; the last step's x0_hat is the sample, left to `step`
+            x = model.schedule.reverse_step(x, k, eps, generator, bounds if k > 1 else None)
     torch.testing.assert_close(guided, model.denormalize_obs(x), rtol=0, atol=0)
     ho_salimans = copy.deepcopy(trained)
     ho_salimans.apply_runtime_overrides({"guidance_convention": "ho_salimans", "guidance_weight": 0.0})
@@ -115,6 +120,48 @@ def test_step_clips_states_and_rewards_to_the_data_range():
     unclipped, unclipped_reward, _ = model.step(obs, act, torch.Generator().manual_seed(0))
     assert (unclipped > torch.as_tensor(high)).any() or (unclipped < torch.as_tensor(low)).any()
     assert (unclipped_reward > data.rewards.max()).all()
+
+
+def tiny_range_model() -> WorldModel:
+    """An untrained model of data whose states and rewards span about +-3e-4: std floored at 1e-3, so the
+    data range is about +-0.3 in normalized units and the untrained denoiser and r_eta overshoot it."""
+    rng = np.random.default_rng(0)
+    tiny = lambda *shape: (1e-4 * rng.normal(size=shape)).astype(np.float32)  # noqa: E731
+    torch.manual_seed(0)
+    return WorldModel.from_arrays(tiny(256, OBS_DIM), rng.uniform(-1, 1, (256, ACT_DIM)).astype(np.float32),
+                                  tiny(256), tiny(256, OBS_DIM), WorldModelConfig(**TINY))
+
+
+class TanhPolicy:
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return torch.tanh(obs[:, :ACT_DIM] * 1e3)
+
+
+def generated_range(model: WorldModel, overrides: dict) -> dict[str, bool]:
+    """Whether the states and rewards of `step` and of H = 3 rollouts stay inside the data range."""
+    model = copy.deepcopy(model)
+    model.apply_runtime_overrides(overrides)
+    obs = model.obs_min + (model.obs_max - model.obs_min) * torch.rand(512, OBS_DIM,
+                                                                       generator=torch.Generator().manual_seed(0))
+    next_obs, reward, _ = model.step(obs, TanhPolicy().act(obs), torch.Generator().manual_seed(1))
+    rollout = generate_rollouts(model, TanhPolicy(), obs, horizon=3, generator=torch.Generator().manual_seed(2))
+    inside = lambda x, low, high: bool(((x >= low) & (x <= high)).all())  # noqa: E731
+    return {"step_states": inside(next_obs, model.obs_min, model.obs_max),
+            "step_rewards": inside(reward, model.reward_min, model.reward_max),
+            "rollout_states": inside(rollout.next_observations, model.obs_min, model.obs_max),
+            "rollout_rewards": inside(rollout.rewards, model.reward_min, model.reward_max)}
+
+
+def test_no_clipping_variant_lets_generated_values_leave_the_data_range():
+    """Table 4's "no clipping" (the variant shipped in config/config.yaml) turns off every clamp of generated
+    states and rewards; the default keeps them all in the data range."""
+    model = tiny_range_model()
+    assert all(generated_range(model, {}).values())
+    variant = yaml.safe_load(CONFIG_YAML.read_text())["variants"]["adept-sac_noclip"]["overrides"]["world_model"]
+    assert variant == {"clip_to_data": False, "clip_denoised": False}
+    assert not any(generated_range(model, variant).values())
+    # clip_to_data alone decides whether the output is clipped: the sampler's x0 clamp stops at step 2
+    assert not any(generated_range(model, {"clip_to_data": False, "clip_denoised": True}).values())
 
 
 def test_importance_weighted_update_with_unit_weights_equals_unweighted_update():

@@ -33,15 +33,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from adept.config import ConfigError, parse_overrides
-    from adept.outputs import atomic_write_text
-    from adept.runner import resolve_device
-    from baselines import fit_behavior_policy, save_learner
+    from adept.locks import output_file_lock
 
     overrides = parse_overrides(args.overrides)
     nested = sorted(key for key, value in overrides.items() if isinstance(value, dict))
     if nested:
         raise ConfigError(f"--set takes BCConfig fields as KEY=VALUE (e.g. lr=1e-4), got sections {nested}")
     apply_threads(args)
+    with output_file_lock(args.out, f"pi_D {args.out}",
+                     "wait for that fit to finish (or stop it), or choose another --out"):
+        return _fit(args, overrides)
+
+
+def _fit(args: argparse.Namespace, overrides: dict) -> int:
+    from adept.outputs import atomic_write_text
+    from adept.runner import resolve_device
+    from baselines import fit_behavior_policy, save_learner
+
     dataset = load_data(args)
 
     def show(record: dict) -> None:
@@ -55,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         patience=args.patience or None, progress=None if args.quiet else show)
     report.update({"env": dataset.env, "dataset": dataset.dataset, "source": dataset.source,
                    "data_path": str(dataset.path) if dataset.path else None})
-    save_learner(args.out, learner)
+    save_learner(args.out, learner, trained_on={"env": dataset.env, "dataset": dataset.dataset,
+                                                "source": dataset.source})
     report_path = args.out.with_suffix(".json")
     atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
     print(json.dumps({"out": str(args.out), "report": str(report_path), "best_step": report["best_step"],

@@ -32,7 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.set_defaults(func=run_generate)
 
     fetch = actions.add_parser("fetch", help="download an official D4RL v2 file",
-                               description="Download (if missing) and validate a D4RL v2 file; print its path.")
+                               description="Download (if missing) and validate a D4RL v2 file; print its path. "
+                                           "Sources in order: D4RL's server, the mirrors in $ADEPT_D4RL_MIRRORS "
+                                           "(URL templates with {filename}, or folders), the Internet Archive's "
+                                           "capture; an interrupted download resumes from its .part file.")
     fetch.add_argument("--env", required=True, help=ENV_HELP)
     fetch.add_argument("--dataset", required=True, help=DATASET_HELP)
     fetch.add_argument("--dir", type=Path, default=None, help="folder (default: $D4RL_DATASET_DIR or ~/.d4rl/datasets)")

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> None:
     else:
         from baselines import load_learner  # imports torch; only needed for saved learners
 
-        learner = load_learner(args.policy, args.device)
+        learner = load_learner(args.policy, args.device, env=args.env)  # refuses a policy of another env
         policy = torch_policy(lambda obs: learner.act(obs, deterministic=True), args.device)
     start = time.perf_counter()
     result = evaluate(policy, args.env, args.episodes, seed=args.seed, num_envs=args.num_envs)

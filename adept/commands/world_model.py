@@ -38,13 +38,20 @@ def load_world_model_config(config_path: Path | None, overrides: list[str]):
     """WorldModelConfig from the YAML's `world_model:` section (other sections are ignored) plus
     `world_model.KEY=VALUE` overrides."""
     from adept.config import ConfigError, from_dict, load_yaml, merge, parse_overrides
+    from adept.errors import format_error
     from adept.world_model import WorldModelConfig
 
     override_values = parse_overrides(overrides)
     other = sorted(set(override_values) - {"world_model"})
     if other:
         raise ConfigError(f"`adept world-model` only takes world_model.KEY=VALUE overrides, got sections {other}")
-    values = merge(load_yaml(config_path) if config_path else {}, override_values)
+    from_file = load_yaml(config_path) if config_path else {}
+    if config_path:  # the file on its own first, so its errors name it
+        try:
+            from_dict(WorldModelConfig, from_file.get("world_model") or {}, "world_model")
+        except ConfigError as err:
+            raise ConfigError(format_error(str(err), config_path, "fix that entry of the file")) from None
+    values = merge(from_file, override_values)
     return from_dict(WorldModelConfig, values.get("world_model") or {}, "world_model")
 
 

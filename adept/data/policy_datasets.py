@@ -111,9 +111,11 @@ def load_behavior_policy(path: str | Path, device: str | torch.device = "cpu") -
     if not path.is_file():
         raise FileNotFoundError(f"behaviour policy {path} does not exist; train one with "
                                 f"`python -m adept behavior-agent train --env ENV --out-dir DIR` (it writes DIR/policy.pt)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != POLICY_FORMAT:
-        raise ValueError(f"{path} is not a behaviour policy saved by adept.online_sac (format {POLICY_FORMAT!r})")
+    from adept.outputs import load_torch_file
+
+    state = load_torch_file(path, "behaviour policy saved by adept.online_sac",
+                            "pass a policy.pt written by `python -m adept behavior-agent train`", fmt=POLICY_FORMAT,
+                            required=("env", "sac_config", "stats", "actor", "info"))
     spec = get_env_spec(state["env"])
     learner = SAC(spec.obs_dim, spec.act_dim, from_dict(SACConfig, json.loads(state["sac_config"]), "sac_config"),
                   torch.device(device), DataStats.from_dict(state["stats"]))

@@ -18,11 +18,15 @@ PAPER_DATASET_ORDER = ("random", "medium", "medium-replay")
 TABLE1_COLUMNS = ("SAC", "TD3+BC", "CQL", "IQL", "MOPO", "COMBO", "SynthER", "Diffuser", "ADEPT-IQL", "ADEPT-SAC")
 TABLE1_COLUMN_OF_METHOD = {
     "sac": "SAC", "td3bc": "TD3+BC", "cql": "CQL", "iql": "IQL", "adept-iql": "ADEPT-IQL", "adept-sac": "ADEPT-SAC",
+    "mopo": "MOPO", "combo": "COMBO", "diffuser": "Diffuser",
+    # SynthER's offline results are TD3+BC and IQL on the upsampled data; the paper's column matches IQL's.
+    "synther-iql": "SynthER", "synther-td3bc": "SynthER",
 }
 # Table 4 columns (ablations of ADEPT-SAC); the workflow config names which run reproduces which.
 TABLE4_COLUMNS = ("baseline", "K=5", "K=20", "B_m=256", "B_m=2048", "no_clipping")
 
 _LEARNER_LABELS = {"iql": "IQL", "sac": "SAC", "bc": "BC", "td3bc": "TD3+BC", "cql": "CQL"}
+_METHOD_LABELS = {"mopo": "MOPO", "combo": "COMBO", "diffuser": "Diffuser"}
 
 Task = tuple[str, str]  # (env, dataset)
 
@@ -40,11 +44,15 @@ def method_label(method: str) -> str:
     """
     if method in _LEARNER_LABELS:
         return _LEARNER_LABELS[method]
+    if method in _METHOD_LABELS:
+        return _METHOD_LABELS[method]
     prefix, _, learner = method.partition("-")
     if learner in _LEARNER_LABELS and prefix == "adept":
         return f"ADEPT-{_LEARNER_LABELS[learner]}"
     if learner in _LEARNER_LABELS and prefix == "diff":
         return f"Diff+{_LEARNER_LABELS[learner]}"
+    if learner in _LEARNER_LABELS and prefix == "synther":
+        return f"SynthER ({_LEARNER_LABELS[learner]})"
     return method
 
 

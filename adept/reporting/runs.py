@@ -94,15 +94,31 @@ def scores_by_task(runs: Iterable[Run], method: str) -> dict[Task, np.ndarray]:
     return {task: np.array([score for _, score in sorted(pairs)]) for task, pairs in grouped.items()}
 
 
-def read_eval_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, normalized scores) from the run's eval.csv."""
-    path = run.directory / "eval.csv"
+def read_run_csv(run: Run, name: str) -> list[dict[str, Any]]:
+    """The rows of one of the run's logs (`eval.csv`, `train.csv`), numbers parsed."""
+    path = run.directory / name
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing although {run.directory / 'final.json'} exists; "
-                                "a run writes eval.csv before final.json")
-    rows = read_csv(path)
+                                f"a run writes {name} before final.json")
+    return read_csv(path)
+
+
+def column_curve(rows: Sequence[dict[str, Any]], column: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps, values) of the rows where `column` holds a finite number; None if no row does (a
+    quantity the run does not log, e.g. gt/ columns of a dataset without simulator states)."""
+    points = [(row["step"], row[column]) for row in rows
+              if isinstance(row.get(column), float) and math.isfinite(row[column])]
+    if not points:
+        return None
+    steps, values = zip(*points)
+    return np.array(steps, dtype=np.int64), np.array(values, dtype=np.float64)
+
+
+def read_eval_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, normalized scores) from the run's eval.csv."""
+    rows = read_run_csv(run, "eval.csv")
     if not rows or any(column not in rows[0] for column in EVAL_COLUMNS):
-        raise ValueError(f"{path} needs the columns {list(EVAL_COLUMNS)} and at least one row")
+        raise ValueError(f"{run.directory / 'eval.csv'} needs the columns {list(EVAL_COLUMNS)} and at least one row")
     return (np.array([row["step"] for row in rows], dtype=np.int64),
             np.array([row["score_mean"] for row in rows], dtype=np.float64))
 

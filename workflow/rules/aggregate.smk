@@ -8,6 +8,8 @@ localrules:
     table1,
     table4,
     figure3,
+    profiles,
+    figure_model_error,
 
 
 rule report_spec:
@@ -83,3 +85,37 @@ rule figure3:
         CONDA_ENV
     script:
         "../scripts/figure3.py"
+
+
+rule profiles:
+    """Performance profiles of the Table 1 methods (rliable score distributions with bootstrap CIs)."""
+    input:
+        spec=rules.report_spec.output.json,
+        runs=table1_runs,
+    output:
+        png=report(f"{RESULTS}/profiles.png", caption="../report/profiles.rst", category="Performance profiles"),
+        pdf=report(f"{RESULTS}/profiles.pdf", caption="../report/profiles.rst", category="Performance profiles"),
+    log:
+        f"{LOGS}/report/profiles.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/profiles.py"
+
+
+rule figure_model_error:
+    """The world model against the simulator (eval.csv gt/ columns) and ADEPT's ESS/N, ADEPT-X vs Diff+X."""
+    input:
+        spec=rules.report_spec.output.json,
+        runs=model_error_runs,
+    output:
+        png=report(f"{RESULTS}/figure_model_error.png", caption="../report/figure_model_error.rst",
+                   category="Model error"),
+        pdf=report(f"{RESULTS}/figure_model_error.pdf", caption="../report/figure_model_error.rst",
+                   category="Model error"),
+    log:
+        f"{LOGS}/report/figure_model_error.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/figure_model_error.py"

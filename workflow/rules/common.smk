@@ -14,9 +14,11 @@ from pathlib import Path
 
 import yaml
 
+from adept.cli import check_command_options
+from adept.closed_loop import ClosedLoopConfig
 from adept.config import ConfigError, from_dict, merge
-from adept.methods import parse_method
-from adept.runner import TrainConfig
+from adept.methods import MODEL_ROLLOUT_LEARNERS, STANDALONE_LEARNERS, parse_method
+from adept.runner import RunConfig, TrainConfig
 from adept.world_model import ARCHITECTURE_KEYS, WorldModelConfig
 from baselines import LEARNERS, learner_config
 
@@ -41,9 +43,13 @@ CONFIGURED_METHODS = list(dict.fromkeys([*TABLE1_METHODS, *FIGURE3_METHODS, *TAB
 CONDA_ENV = f"{workflow.basedir}/workflow/envs/adept.yaml"  # absolute: rules live in different folders
 GPU_LOCK = f"{workflow.basedir}/workflow/scripts/gpu_lock.py"
 
-# What `python -m adept train` runs: <learner>, adept-<learner>, diff-<learner>, each with an
-# optional _<label> for variants. Other names must come from a drop-in baseline rule.
-HARNESS_METHOD_PATTERN = rf"(?:adept-|diff-)?(?:{'|'.join(sorted(LEARNERS))})(?:_[A-Za-z0-9.+-]+)?"
+# The methods of the `train` rule (`python -m adept train`) - <learner>, adept-<learner>, diff-<learner>,
+# each with an optional _<label> for variants. Other names must come from a drop-in baseline rule
+# (mopo and combo, which `adept train` also runs, come from workflow/rules/baselines/mopo_combo.smk;
+# synther-<learner> and diffuser from synther.smk and diffuser.smk there).
+HARNESS_METHOD_PATTERN = (rf"(?:adept-|diff-)?"
+                          rf"(?:{'|'.join(sorted(set(LEARNERS) - MODEL_ROLLOUT_LEARNERS - STANDALONE_LEARNERS))})"
+                          rf"(?:_[A-Za-z0-9.+-]+)?")
 
 
 wildcard_constraints:
@@ -83,8 +89,38 @@ def method_sections(method):
     if spec.needs_world_model:
         sections["world_model"] = config["world_model"]
         sections["adept"] = config["adept"]
+    if spec.needs_ensemble:
+        sections["model_rollouts"] = config["model_rollouts"]
+    if spec.needs_synther:
+        sections["upsampling"] = config["upsampling"]
     sections = merge(sections, config["method_overrides"].get(base, {}))
     return merge(sections, variant_overrides)
+
+
+def task_overrides(method, env, dataset):
+    """The sections `task_overrides` sets for (method, env-dataset): the base method's, then the variant's."""
+    base = variant_of(method)[0]
+    task = f"{env}-{dataset}"
+    per_method = config["task_overrides"]
+    values = per_method.get(base, {}).get(task, {})
+    return merge(values, per_method.get(method, {}).get(task, {})) if method != base else values
+
+
+def task_override_flags(method, env, dataset):
+    """`--set SECTION.KEY=VALUE` flags of the method's per-task settings (e.g. MOPO's h and lambda)."""
+    def dotted(values, prefix=""):
+        for key, value in values.items():
+            if isinstance(value, dict) and value:
+                yield from dotted(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    return set_flags(dict(dotted(task_overrides(method, env, dataset))))
+
+
+def task_flags(wildcards):
+    """params input function of a rule with a {method} wildcard (the train rule)."""
+    return task_override_flags(wildcards.method, wildcards.env, wildcards.dataset)
 
 
 def train_config(method):
@@ -116,18 +152,46 @@ def world_model_config_of_tag(tag):
     raise ValueError(f"no configured method uses world model {tag!r}; it belongs to another config")
 
 
+# Options of the commands that the rules set themselves (world_model / behavior_policy rules).
+RULE_SET_OPTIONS = ("data", "env", "dataset", "source", "seed", "out", "config", "overrides", "device", "threads",
+                    "quiet")
+
+
+def check_sections():
+    """Every section on its own against the dataclass or command it configures, used or not, so that
+    a misspelled key (e.g. `world_model_training: {step: 100}`) fails `snakemake -n` naming the key
+    and the valid ones, and never reaches a command line."""
+    options = dict(config["behavior_policy"])
+    checks = [
+        ("run", lambda: from_dict(RunConfig, config["run"], "run")),
+        ("world_model", lambda: from_dict(WorldModelConfig, config["world_model"], "world_model")),
+        ("adept", lambda: from_dict(ClosedLoopConfig, config["adept"], "adept")),
+        ("world_model_training", lambda: check_command_options(
+            ("world-model",), config["world_model_training"], "world_model_training", RULE_SET_OPTIONS)),
+        ("behavior_policy", lambda: check_command_options(
+            ("behavior-policy",), {k: v for k, v in options.items() if k != "learner"}, "behavior_policy",
+            RULE_SET_OPTIONS)),
+        ("behavior_policy.learner", lambda: learner_config("bc", options.get("learner", {}))),
+    ]
+    checks += [(f"learners.{name}", lambda name=name, values=values: learner_config(name, values))
+               for name, values in config["learners"].items()]
+    for section, check in checks:
+        try:
+            check()
+        except (ConfigError, ValueError) as err:
+            raise ValueError(f"config section {section} is invalid: {err}") from None
+
+
 def check_config():
-    """Cross-field checks and every method's sections, so a typo fails before any job starts."""
+    """Cross-field checks, every section, and every method's sections (configured methods, all
+    variants, all method_overrides), so a typo fails before any job starts."""
     unknown = [v for v in TABLE4_VARIANTS if v not in VARIANTS]
     if unknown:
         raise ValueError(f"table4.variants {unknown} are not defined under `variants:` (defined: {sorted(VARIANTS)})")
     if FIGURE3_METHODS and FIGURE3_ENV not in ENVS:
         raise ValueError(f"figure3.env {FIGURE3_ENV!r} is not one of the configured envs {ENVS}")
-    try:
-        learner_config("bc", config["behavior_policy"].get("learner", {}))
-    except (ConfigError, ValueError) as err:
-        raise ValueError(f"behavior_policy.learner is invalid: {err}") from None
-    for method in filter(is_harness_method, CONFIGURED_METHODS):
+    methods = list(dict.fromkeys([*CONFIGURED_METHODS, *VARIANTS, *config["method_overrides"]]))
+    for method in filter(is_harness_method, methods):
         try:
             sections = method_sections(method)
             TrainConfig.from_dict(train_config(method))
@@ -135,6 +199,31 @@ def check_config():
             from_dict(WorldModelConfig, sections.get("world_model", {}), "world_model")
         except (ConfigError, ValueError) as err:
             raise ValueError(f"config of method {method!r} is invalid: {err}") from None
+    check_task_overrides()
+    check_sections()
+
+
+def check_task_overrides():
+    """task_overrides: methods `adept train` runs, env-dataset keys, sections valid once merged."""
+    from adept.data.schema import DATASET_NAMES
+    from adept.envs import ENV_NAMES
+
+    tasks = [f"{env}-{dataset}" for env in ENV_NAMES for dataset in DATASET_NAMES]
+    for method, per_task in config["task_overrides"].items():
+        try:
+            spec = method_spec(method)
+        except ValueError:
+            raise ValueError(f"task_overrides.{method}: not a method `python -m adept train` runs; a drop-in "
+                             "baseline takes its settings in its own rule") from None
+        for task, overrides in per_task.items():
+            if task not in tasks:
+                raise ValueError(f"task_overrides.{method}.{task}: not an env-dataset pair; valid ones are {tasks}")
+            try:
+                sections = merge(train_config(method), overrides)
+                TrainConfig.from_dict(sections)
+                learner_config(spec.learner, sections["learner"])
+            except (ConfigError, ValueError) as err:
+                raise ValueError(f"task_overrides.{method}.{task} is invalid: {err}") from None
 
 
 def check_baselines_have_rules():
@@ -217,8 +306,9 @@ WRITE_PARAMS_TEXT = "(printf '%s' {{params.text:q}} > {output}.tmp && mv {output
 
 
 def gpu_lock(wildcards, resources):
-    """Prefix that pins a GPU job to GPUs no other job holds (a no-op on CPU-only machines and for gpu=0)."""
-    return f"python {GPU_LOCK} --gpus {resources.gpu} --"
+    """Prefix that pins a GPU job to GPU slots no other job holds, runs_per_gpu per GPU (a no-op on
+    CPU-only machines and for gpu=0)."""
+    return f"python {GPU_LOCK} --gpus {resources.gpu} --runs-per-gpu {config['runs_per_gpu']} --"
 
 
 def job_resources(kind):
@@ -277,8 +367,66 @@ def all_runs(wildcards):
     return list(dict.fromkeys(table1_runs(wildcards) + figure3_runs(wildcards) + table4_runs(wildcards)))
 
 
+# ------------------------------------------------------------------- the model-error figure
+
+def method_envs(method):
+    """The envs a configured method is run on: all of them for Table 1/4, figure3.env for Figure 3."""
+    envs = list(ENVS) if method in TABLE1_METHODS or method in TABLE4_METHODS else []
+    if method in FIGURE3_METHODS and FIGURE3_ENV not in envs:
+        envs.append(FIGURE3_ENV)
+    return envs
+
+
+def model_error_pairs():
+    """(adept-X, diff-X) pairs of the model-error figure: figure_model_error.pairs, or with `auto`
+    every configured adept-X whose diff-X (same learner and variant label) is configured too."""
+    pairs = config["figure_model_error"]["pairs"]
+    if pairs == "auto":
+        return [(m, f"diff-{m.removeprefix('adept-')}") for m in CONFIGURED_METHODS
+                if m.startswith("adept-") and f"diff-{m.removeprefix('adept-')}" in CONFIGURED_METHODS]
+    return [(pair["adept"], pair["diff"]) for pair in pairs]
+
+
+def model_error_tasks():
+    """(env, dataset) columns of the model-error figure: where both methods of some pair run."""
+    envs = {e for adept, diff in model_error_pairs() for e in method_envs(adept) if e in method_envs(diff)}
+    return [(e, d) for e in ENVS if e in envs for d in DATASETS]
+
+
+def check_model_error_figure():
+    for adept, diff in model_error_pairs():
+        for method, kind in ((adept, "adept"), (diff, "diff")):
+            if method not in CONFIGURED_METHODS:
+                raise ValueError(f"figure_model_error.pairs names {method!r}, which no table or figure runs; add it "
+                                 "to figure3.methods (or table1.methods) or remove the pair")
+            if not is_harness_method(method) or method_spec(method).synthetic != kind:
+                raise ValueError(f"figure_model_error.pairs: the `{kind}:` entry must be named {kind}-<learner>, "
+                                 f"got {method!r}")
+        if not set(method_envs(adept)) & set(method_envs(diff)):
+            raise ValueError(f"figure_model_error.pairs: {adept!r} and {diff!r} share no env (runs of {adept}: "
+                             f"{method_envs(adept)}, of {diff}: {method_envs(diff)})")
+
+
+def model_error_runs(wildcards):
+    return list(dict.fromkeys(
+        f"{RUNS}/{m}/{e}-{d}/seed{s}/final.json" for adept, diff in model_error_pairs() for m in (adept, diff)
+        for e, d in model_error_tasks() if e in method_envs(adept) and e in method_envs(diff) for s in SEEDS))
+
+
+def model_error_report_spec():
+    section = config["figure_model_error"]
+    return {"pairs": [{"adept": adept, "diff": diff} for adept, diff in model_error_pairs()],
+            "tasks": [list(task) for task in model_error_tasks()],
+            "band": section["band"], "horizon_error": section["horizon_error"], "yscale": section["yscale"]}
+
+
+# ----------------------------------------------------------------------------------------- reports
+
 def report_targets():
     targets = [f"{RESULTS}/table1.{ext}" for ext in ("md", "tex", "html")] + [f"{RESULTS}/scores.csv"]
+    targets += [f"{RESULTS}/profiles.png", f"{RESULTS}/profiles.pdf"]
+    if model_error_pairs():
+        targets += [f"{RESULTS}/figure_model_error.png", f"{RESULTS}/figure_model_error.pdf"]
     if TABLE4_METHODS:
         targets += [f"{RESULTS}/table4.{ext}" for ext in ("md", "tex", "html")]
     if FIGURE3_METHODS:
@@ -298,8 +446,10 @@ def report_spec():
         "table1": {"methods": TABLE1_METHODS},
         "table4": {"columns": table4},
         "figure3": {"env": FIGURE3_ENV, "methods": FIGURE3_METHODS, "band": config["figure3"]["band"]},
+        "figure_model_error": model_error_report_spec(),
         "bootstrap": config["bootstrap"],
     }
 
 
 check_config()
+check_model_error_figure()

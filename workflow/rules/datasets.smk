@@ -1,6 +1,10 @@
 # Stage 1: the offline datasets. The source is a config choice (data.source) and is never swapped:
 # d4rl needs the official files (downloaded when missing), generated makes them locally.
 
+# On a cluster the download runs on the login node: compute nodes often have no internet.
+localrules:
+    fetch_d4rl,
+
 
 rule fetch_d4rl:
     """Locate (or download) an official D4RL v2 file and validate it."""

@@ -2,7 +2,8 @@
 #
 # Only final.json is declared as output: Snakemake deletes a job's declared outputs before it runs
 # it again, and the runner resumes from checkpoint.pt and the rows of eval.csv/train.csv in the run
-# folder. final.json is written last, so it marks a complete run.
+# folder. final.json is written last, so it marks a complete run. A method's per-dataset settings
+# (config `task_overrides`) come as --set flags on top of its config file.
 
 
 rule method_config:
@@ -31,6 +32,7 @@ rule train:
     params:
         out_dir=lambda wildcards, output: Path(output.final).parent,
         models=model_flags,
+        task=task_flags,
         source=SOURCE,
         device=config["device"],
         gpu_lock=gpu_lock,
@@ -44,4 +46,5 @@ rule train:
     shell:
         "{params.gpu_lock} python -m adept train --method {wildcards.method} --env {wildcards.env} "
         "--dataset {wildcards.dataset} --seed {wildcards.seed} --data {input.data} --source {params.source} "
-        "--config {input.config} {params.models} --out-dir {params.out_dir} --device {params.device} > {log} 2>&1"
+        "--config {input.config} {params.task} {params.models} --out-dir {params.out_dir} --device {params.device} "
+        "> {log} 2>&1"

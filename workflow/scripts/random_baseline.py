@@ -41,7 +41,7 @@ def parse_evaluation(text: str) -> dict[str, dict[str, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--env", required=True)
     parser.add_argument("--dataset", required=True, help="the grid row the run fills (the policy ignores it)")
     parser.add_argument("--seed", type=int, required=True)
