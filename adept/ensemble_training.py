@@ -27,7 +27,8 @@ import torch
 from adept.config import to_dict
 from adept.data.dataset import split_holdout
 from adept.ensemble import EnsembleConfig, EnsembleDynamics
-from adept.outputs import CsvLog, atomic_torch_save, atomic_write_text
+from adept.locks import output_file_lock
+from adept.outputs import CsvLog, atomic_torch_save, atomic_write_text, load_torch_file
 
 CHECKPOINT_FORMAT = "adept-ensemble-training/1"
 BOOTSTRAP_SEED_OFFSET = 7_919  # the bootstrap resamples have their own generator, never the training one
@@ -61,12 +62,19 @@ def _tensors(dataset, rows: np.ndarray, device: torch.device) -> tuple[torch.Ten
                  for name in ("observations", "actions", "rewards", "next_observations"))
 
 
-def fit_ensemble(dataset, config: EnsembleConfig | None = None, *, device: str | torch.device, seed: int,
-                 out_path: str | Path, max_steps: int = 1_000_000, eval_every: int | None = None,
-                 patience: int = 5, min_improvement: float = 0.01, holdout_fraction: float = 0.2,
-                 max_holdout: int = 1000, checkpoint_every: int = 10_000, resume: bool = True,
-                 progress: bool = True) -> dict:
-    """Fit an ensemble on `dataset` (an OfflineDataset); returns the report also written to `<stem>.json`."""
+def fit_ensemble(dataset, config: EnsembleConfig | None = None, *, out_path: str | Path, **options) -> dict:
+    """Fit an ensemble on `dataset` (an OfflineDataset), holding the lock of `out_path` throughout (one
+    writer per model file, as every other fit); returns the report also written to `<stem>.json`."""
+    with output_file_lock(out_path, f"dynamics ensemble {out_path}",
+                          "wait for that fit to finish (or stop it), or choose another --out"):
+        return _fit(dataset, config, out_path=out_path, **options)
+
+
+def _fit(dataset, config: EnsembleConfig | None = None, *, device: str | torch.device, seed: int,
+         out_path: str | Path, max_steps: int = 1_000_000, eval_every: int | None = None,
+         patience: int = 5, min_improvement: float = 0.01, holdout_fraction: float = 0.2,
+         max_holdout: int = 1000, checkpoint_every: int = 10_000, resume: bool = True,
+         progress: bool = True) -> dict:
     config = config or EnsembleConfig()
     config.validate()
     for name, value in (("max_steps", max_steps), ("patience", patience), ("checkpoint_every", checkpoint_every)):
@@ -105,8 +113,10 @@ def fit_ensemble(dataset, config: EnsembleConfig | None = None, *, device: str |
              "stopped_early": False, "wall_time_s": 0.0}
     sums: dict[str, torch.Tensor] = {}
     if resume and paths["checkpoint"].is_file():
-        checkpoint = torch.load(paths["checkpoint"], map_location=device, weights_only=True)
-        if checkpoint.get("format") != CHECKPOINT_FORMAT or checkpoint["settings"] != settings:
+        checkpoint = load_torch_file(paths["checkpoint"], "dynamics-ensemble training checkpoint",
+                                     "delete it (or pass --no-resume) to start the fit over", fmt=CHECKPOINT_FORMAT,
+                                     map_location=device)
+        if checkpoint["settings"] != settings:
             raise ValueError(f"{paths['checkpoint']} was written by a different ensemble fit (settings differ); "
                              f"delete it, choose another --out, or pass --no-resume")
         model.load_state_dict(checkpoint["model"])
