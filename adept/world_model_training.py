@@ -27,6 +27,7 @@ from adept.errors import DivergenceError
 from adept.locks import output_file_lock
 from adept.outputs import CsvLog, atomic_torch_save, atomic_write_text, load_torch_file, non_finite_entries
 from adept.world_model import WorldModel, WorldModelConfig, check_finite
+from baselines.compile import resolve_compile
 from baselines.replay import Batch, TensorBuffer
 
 CHECKPOINT_FORMAT = "adept-world-model-training/1"
@@ -75,7 +76,8 @@ def train_world_model(dataset, config: WorldModelConfig | None = None, *, out_pa
     """Fit a world model on `dataset` (an OfflineDataset) for `steps` Adam steps of batch config.batch_size.
 
     Options (keywords): steps, device, seed (required); log_every, checkpoint_every, holdout_fraction,
-    eval_size, early_stop, patience, min_improvement, resume, progress. Holds the lock of `out_path`
+    eval_size, early_stop, patience, min_improvement, resume, progress, compile ("off" | "on" | "auto",
+    baselines/compile.py: the Adam step and the sampler's denoiser). Holds the lock of `out_path`
     (<stem>.lock) throughout, so a second fit of the same file fails at once. Returns the report that
     is also written to `<out_path stem>.json`.
     """
@@ -87,7 +89,8 @@ def train_world_model(dataset, config: WorldModelConfig | None = None, *, out_pa
 def _fit(dataset, config: WorldModelConfig | None = None, *, steps: int, device: str | torch.device,
          seed: int, out_path: str | Path, log_every: int = 1000, checkpoint_every: int = 10_000,
          holdout_fraction: float = 0.05, eval_size: int = 2048, early_stop: bool = False,
-         patience: int = 10, min_improvement: float = 0.01, resume: bool = True, progress: bool = True) -> dict:
+         patience: int = 10, min_improvement: float = 0.01, resume: bool = True, progress: bool = True,
+         compile: str | bool = "auto") -> dict:
     config = config or WorldModelConfig()
     config.validate()
     if steps < 1 or log_every < 1 or checkpoint_every < 1 or patience < 1 or eval_size < 1:
@@ -104,6 +107,7 @@ def _fit(dataset, config: WorldModelConfig | None = None, *, steps: int, device:
 
     torch.manual_seed(seed)  # parameter initialization
     model = WorldModel.from_arrays(*train_arrays[:4], config=config, device=device)
+    model.set_compile(resolve_compile(compile, device, steps))
     model.trained_on = {key: getattr(dataset, key, None) for key in ("env", "dataset", "source")}
     generator = torch.Generator(device=device).manual_seed(seed)
     log = CsvLog(paths["log"])

@@ -1,8 +1,8 @@
 """One switch for compiling the hot-loop steps: the learners' updates, the world model's IWU step and
 its guided sampling loop (`run.compile` / `--compile`: "off", "on" or "auto").
 
-- CPU: `torch.compile` (inductor: the elementwise parts fused into C++ kernels, GEMMs left to
-  oneDNN/MKL).
+- CPU: `torch.compile` (inductor: the elementwise parts fused into C++ kernels, the GEMMs left to
+  torch's BLAS; the eager steps' oneDNN products, baselines/cpu_gemm.py, are not traced).
 - CUDA: `torch.compile(mode="reduce-overhead")`: the compiled pieces are captured as CUDA graphs
   and replayed, so a step costs a few graph launches instead of hundreds of kernel launches. The
   compiled steps have static shapes (fixed batch sizes; `dynamic=False`); the rollout compaction,
@@ -27,6 +27,7 @@ from torch.utils._pytree import tree_map_only
 
 CompileMode = Literal["off", "on", "auto"]
 COMPILE_MODES = ("off", "on", "auto")
+F = TypeVar("F", bound=Callable)
 
 # "auto" per device type: None = never (not measured faster, or not measured), N = compile runs of at
 # least N steps (shorter ones do not repay the compile time). Evidence: docs/notes/learners.md, Speed.

@@ -8,7 +8,8 @@
    (`adept train --method M`, `adept world-model --steps N`, ...) and the files the workflow would
    write first (each method's run config, each world model's config) give its steps and sizes, so
    the grid is never spelled out twice.
-2. Each kind of job is measured here for about `--seconds` at its configured sizes, on random data of
+2. Each kind of job is measured here for about `--seconds` at its configured sizes (on the CPU per
+   second of CPU time, what a job costs a core it has to itself), on random data of
    the grid's largest observation/action sizes: learner updates (plain and SynthER methods), whole
    ADEPT / Diff+X epochs (PE batch, learner updates, IWU steps), world-model and behaviour-policy
    fits, and, through their benchmark cases at the published sizes, MOPO/COMBO epochs and the
@@ -150,6 +151,9 @@ def jobs_of(commands: list[tuple[str, str]], files: dict[str, dict]) -> tuple[li
             measure = {"what": spec.synthetic or "learner", "learner": spec.learner, "method": spec.base,
                        "learner_overrides": sections.get("learner", {}), "batch_size": config.run.batch_size,
                        "compile": config.run.compile}
+            if spec.learner == "diffuser":  # trajectory segments, not transitions: its own benchmark case
+                measure = {"what": "case", "case": "diffuser_update",
+                           "note": "benchmark case diffuser_update (published sizes; planning at evaluations not counted)"}
             if spec.needs_world_model:
                 architecture = files.get(str(Path(args.world_model).parents[2] / "config.yaml"), {}) \
                     if args.world_model else {}
@@ -174,8 +178,9 @@ def jobs_of(commands: list[tuple[str, str]], files: dict[str, dict]) -> tuple[li
         elif subcommand == "ensemble":
             jobs.append(Job(rule, "ensemble fit (at most)", "models", int(args.max_steps or 1_000_000),
                             {"what": "case", "case": "ensemble_fit"}))
-        elif subcommand in ("synther",):
-            jobs.append(Job(rule, f"{subcommand} fit", "models", int(args.steps or 0), {"what": "unmeasured"}))
+        elif subcommand == "synther":
+            jobs.append(Job(rule, "synther fit", "models", int(args.steps or 100_000),
+                            {"what": "case", "case": "synther_fit"}))
         else:
             others[rule] += 1
     return jobs, dict(others)
@@ -185,13 +190,18 @@ def jobs_of(commands: list[tuple[str, str]], files: dict[str, dict]) -> tuple[li
 # 2. Rates, measured here
 # ----------------------------------------------------------------------------------------------
 def timed_rate(step: Callable[[], object], seconds: float, device) -> tuple[float, float]:
-    """(steps/s, seconds of the first 3 steps: compilation included) of `step`, timed for ~`seconds`."""
+    """(steps/s, seconds of the first 3 steps: compilation included) of `step`, timed for ~`seconds`.
+    On the CPU the rate is per second of this process's CPU time: what a job costs a core it has to
+    itself (the wall-clock rate on a shared machine follows the neighbours' load)."""
+    import torch
+
     from benchmarks.timing import time_steps, warmup_seconds
 
     warmup = warmup_seconds(step, 3, device)
     probe = time_steps(step, 3, device, warmup=0)
     steps = int(min(max(seconds * probe.per_second, 3), 100_000))
-    return time_steps(step, steps, device, warmup=0).per_second, warmup
+    timing = time_steps(step, steps, device, warmup=0)
+    return (timing.per_cpu_second if torch.device(device).type == "cpu" else timing.per_second), warmup
 
 
 def random_buffer(obs_dim: int, act_dim: int, device, size: int = 100_000):
@@ -234,7 +244,8 @@ def measure(spec: dict, device, dims: tuple[int, int], seconds: float, steps_hin
         result = epoch_rate(device, spec["learner"], obs_dim=obs_dim, act_dim=act_dim, updates=updates,
                             batch_size=spec["batch_size"], learner_overrides=spec["learner_overrides"],
                             world_model=model, loop=loop, compile=compile_mode, warmup=2)
-        return {"rate": result["adept_steps_per_s"], "warmup_s": result["warmup_s"] if compile_mode == "on" else 0.0,
+        rate = result["cpu_adept_steps_per_s"] if device.type == "cpu" else result["adept_steps_per_s"]
+        return {"rate": rate, "warmup_s": result["warmup_s"] if compile_mode == "on" else 0.0,
                 "compile": compile_mode, "pe_batch_s": result["pe_batch_s"],
                 "learner_updates_per_s": result["learner_updates_per_s"], "iwu_steps_per_s": result["iwu_steps_per_s"]}
     if what == "world_model":
@@ -263,7 +274,11 @@ def measure(spec: dict, device, dims: tuple[int, int], seconds: float, steps_hin
         steps = max(int(seconds * headline(result)[1]), 20)
         if steps > 20:
             result = CASES[name](device, SimpleNamespace(**{**vars(settings), "steps": min(steps, 5000)}))
-        return {"rate": headline(result)[1], "warmup_s": 0.0, "note": f"benchmark case {name} (published sizes)"}
+        key, rate = headline(result)
+        if device.type == "cpu" and result.get(f"cpu_{key}") == result.get(f"cpu_{key}"):  # a CPU-time rate, not NaN
+            rate = result.get(f"cpu_{key}", rate)
+        return {"rate": rate, "warmup_s": 0.0,
+                "note": spec.get("note", f"benchmark case {name} (published sizes)")}
     return {"rate": None, "note": "no benchmark case measures this kind"}
 
 
@@ -276,9 +291,10 @@ def evaluation_seconds(episodes: int, device, hidden_dim: int = 256) -> float:
     spec = get_env_spec("halfcheetah")
     learner = make_learner("iql", spec.obs_dim, spec.act_dim, device, overrides={"seed": 0, "hidden_dim": hidden_dim})
     policy = torch_policy(lambda obs: learner.act(obs), device)
-    start = time.perf_counter()
+    clock = time.process_time if device.type == "cpu" else time.perf_counter  # as timed_rate
+    start = clock()
     evaluate(policy, "halfcheetah", episodes, seed=0)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def sharing_efficiency(device, runs: int, seconds: float) -> float:

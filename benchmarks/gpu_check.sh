@@ -6,8 +6,9 @@
 # Writes OUT_DIR/gpu_check.log (everything printed) and the JSON of each part. About 15 minutes on
 # one H100-class GPU; the parts, in order:
 #   1. compiled == eager on CUDA (tests/test_compile.py's CUDA cases: every learner, IWU, sampling);
-#   2. every benchmark case, eager then compiled (run.compile's CUDA default waits for these numbers:
-#      baselines/compile.py, AUTO_COMPILE);
+#   2. every benchmark case: the learners, world model, rollouts and ADEPT epochs eager then compiled
+#      (run.compile's CUDA default waits for these numbers: baselines/compile.py, AUTO_COMPILE), then
+#      the other methods' cases (MOPO/COMBO, SynthER, Diffuser, ground truth) eager;
 #   3. how several runs share the GPU (aggregate throughput of K = 1, 2, 4, 8 concurrent runs: the
 #      evidence for runs_per_gpu);
 #   4. the cost of the paper's grid on this GPU (benchmarks/estimate.py);
@@ -32,7 +33,12 @@ section "1. compiled == eager on CUDA"
 python -m pytest -q -p no:cacheprovider tests/test_compile.py -k cuda
 
 section "2. benchmark cases, eager and compiled"
-python -m benchmarks.throughput --device cuda --steps "$STEPS" --compile both --out "$OUT/throughput.json"
+CORE="iql_vs_reference world_model_update_b256 world_model_iwu_b1024 rollout_n1000_h10 adept_epoch_iql adept_epoch_sac"
+python -m benchmarks.throughput --device cuda --steps "$STEPS" --compile both --learners iql sac td3bc bc cql \
+    --cases $CORE --out "$OUT/throughput.json"
+OTHER=$(python -c "from benchmarks.throughput import CASES; \
+print(' '.join(sorted(set(CASES) - set('iql sac td3bc bc cql iql_vs_d3rlpy $CORE'.split()))))")
+python -m benchmarks.throughput --device cuda --steps 50 --cases $OTHER --out "$OUT/throughput_other.json"
 
 section "3. runs sharing one GPU"
 python -m benchmarks.estimate --device cuda --sharing-sweep 1 2 4 8 --seconds 5

@@ -205,10 +205,10 @@ def describe(result: dict) -> str:
                      f"{100 * roof[name]['gemm_share']:.0f}% of its CPU time, "
                      f"{100 * roof[name]['fraction_of_gemm_peak']:.0f}% of peak"
                      for name in ("harness", "d3rlpy") if name in roof]
-            text += (f"\n{'':<28} roofline: GEMM peak {roof['peak_gemm_flops_per_s'] / 1e9:.1f} GFLOP/s; "
+            text += (f"\n{'':<36} roofline: GEMM peak {roof['peak_gemm_flops_per_s'] / 1e9:.1f} GFLOP/s; "
                      + "; ".join(parts))
             if "max_speedup_at_gemm_floor" in roof:
-                text += (f"\n{'':<28} the harness's arithmetic at its GEMM floor would be "
+                text += (f"\n{'':<36} the harness's arithmetic at its GEMM floor would be "
                          f"{roof['max_speedup_at_gemm_floor']:.2f}x d3rlpy (at the peak GEMM rate "
                          f"{roof['max_speedup_at_gemm_peak']:.2f}x)")
     return text
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
               "batch_size": args.batch_size, "steps": args.steps, "env_dims": args.env_dims,
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     print(f"device: {header['device']}  torch {header['torch']}  batch {args.batch_size}  steps {args.steps}")
-    print(f"{'case':<28} {'rate':>12}  unit")
+    print(f"{'case':<36} {'rate':>12}  unit")
     results = []
     for name in names:
         modes = {"off": ["off"], "on": ["on"], "both": ["off", "on"]}[args.compile] if name in COMPILABLE else ["off"]
@@ -265,11 +265,11 @@ def main(argv: list[str] | None = None) -> int:
             label = f"{name} [compiled]" if mode == "on" else name
             result = {"case": name, "compile": mode, **CASES[name](device, settings)}
             if "skipped" in result:
-                print(f"{label:<28} {'skipped':>12}  {result['skipped']}", flush=True)
+                print(f"{label:<36} {'skipped':>12}  {result['skipped']}", flush=True)
                 results.append(result)
                 continue
             result.update(peak_memory(device))
-            print(f"{label:<28} {describe(result)}", flush=True)
+            print(f"{label:<36} {describe(result)}", flush=True)
             results.append(result)
     if args.out:
         atomic_write_text(args.out, json.dumps({**header, "results": results}, indent=2, default=str) + "\n")

@@ -8,7 +8,8 @@ environment of its own and pass that environment's python:
 
     python -m venv /tmp/d3rlpy-venv && /tmp/d3rlpy-venv/bin/pip install d3rlpy==2.8.1 "torch==<the harness's>"
 
-(the second pin makes both sides use the same torch build, so the same GEMM library). Without
+(the second pin makes both sides use the same torch build; the harness may still send its products
+to oneDNN instead of MKL, baselines/cpu_gemm.py, d3rlpy uses torch's defaults). Without
 `--d3rlpy-python` the case uses the current interpreter if it can import d3rlpy, and is skipped
 otherwise.
 
@@ -21,9 +22,10 @@ loop (MixedSampler batch, `learner.update`, running metric sums on the device); 
 shared with other jobs; the headline is the median wall-clock rate. The data default to the
 generated halfcheetah `random` dataset (1M transitions, made on first use, ~1.5 min).
 
-The roofline part measures this CPU's single-thread GEMM rate at the update's shapes and counts the
-FLOPs of one update of each implementation (torch.utils.flop_counter), so the fraction of the
-GEMM peak each reaches says how much faster any implementation of the same arithmetic could be.
+The roofline part measures this CPU's single-thread GEMM rate at the update's shapes (torch's BLAS
+and oneDNN; the peak is the faster) and, in each worker, the matrix products one update dispatches,
+replayed alone (benchmarks/roofline.py): their FLOPs, the share of the update's CPU time they take,
+and so how much faster any implementation of the same arithmetic could be.
 """
 from __future__ import annotations
 
@@ -95,7 +97,7 @@ def iql_vs_d3rlpy(device, settings: SimpleNamespace) -> dict:
             results[name].append(_run_json(commands[name], threads))
             print(f"  round {r + 1}/{rounds} {name}: {results[name][-1]['updates_per_s']:.1f} updates/s "
                   f"(cpu {results[name][-1].get('cpu_updates_per_s', float('nan')):.1f})", file=sys.stderr, flush=True)
-    rates = {name: [x["updates_per_s"] for x in runs] for name, runs in results.items()}
+    rates = {name: [x["updates_per_s"] for x in runs] for name, runs in results.items()}  # wall clock
     ratios = [h / d for h, d in zip(rates["harness"], rates["d3rlpy"])]
     out = {"updates_per_s": statistics.median(rates["harness"]),
            "d3rlpy_updates_per_s": statistics.median(rates["d3rlpy"]),

@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="stop once the held-out next-state error stops improving (see the report's rule)")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
     add_compute_arguments(parser)
+    parser.add_argument("--compile", choices=["off", "on", "auto"], default="auto",
+                        help="compile the Adam step and the sampler's denoiser (baselines/compile.py; auto: where measured faster)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.set_defaults(func=run)
 
@@ -65,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     report = train_world_model(dataset, config, steps=args.steps, device=resolve_device(args.device),
                                seed=args.seed, out_path=args.out, log_every=args.log_every,
                                checkpoint_every=args.checkpoint_every, holdout_fraction=args.holdout_fraction,
-                               early_stop=args.early_stop, resume=not args.no_resume, progress=not args.quiet)
+                               early_stop=args.early_stop, resume=not args.no_resume, progress=not args.quiet,
+                               compile=args.compile)
     print(json.dumps({"out": str(args.out), "steps_done": report["steps_done"], "converged": report["converged"],
                       "final": report["final"]}))
     return 0
