@@ -26,7 +26,7 @@ COMMAND_MODULES = (
     "adept.commands.ensemble",
     "adept.commands.synther",
     "adept.commands.behavior_policy",
-    "adept.commands.behavior_agent",
+    "adept.commands.collector",
 )
 
 
@@ -85,39 +85,3 @@ def one_line(err: BaseException) -> str:
     if isinstance(err, OSError) and not isinstance(err, UserError):
         return describe_os_error(err)
     return " ".join(str(err).split())
-
-
-def command_parser(*names: str) -> argparse.ArgumentParser:
-    """The parser of `adept <names...>`, e.g. command_parser("world-model")."""
-    parser = build_parser()
-    for name in names:
-        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        parser = subparsers.choices[name]
-    return parser
-
-
-def check_command_options(command: tuple[str, ...], options: dict, section: str,
-                          reserved: tuple[str, ...] = ()) -> None:
-    """Raise ConfigError unless `options` ({"log_every": 1000, "early_stop": True}, as the workflow's
-    `section` passes them to `adept <command>` as --log-every 1000 --early-stop) are options of that
-    command with values it accepts. `reserved` options are set by the workflow itself."""
-    parser = command_parser(*command)
-    actions = {a.dest: a for a in parser._actions
-               if a.option_strings and a.dest not in ("help", "debug", *reserved)}
-    if not isinstance(options, dict):
-        raise ConfigError(f"{section}: expected a mapping of option: value, got {options!r}")
-    unknown = sorted(set(options) - set(actions))
-    if unknown:
-        raise ConfigError(f"{section}: unknown key(s) {unknown}; valid keys are {sorted(actions)} "
-                          f"(options of `adept {' '.join(command)}`)")
-    for key, value in options.items():
-        action = actions[key]
-        if isinstance(action, argparse._StoreTrueAction):
-            if value is not None and not isinstance(value, bool):
-                raise ConfigError(f"{section}.{key}: expected true/false, got {value!r}")
-        elif value is not None and action.type is not None:
-            try:
-                action.type(str(value))
-            except (TypeError, ValueError):
-                raise ConfigError(f"{section}.{key}: expected {getattr(action.type, '__name__', 'a value')}, "
-                                  f"got {value!r}") from None

@@ -16,28 +16,55 @@ after an interruption resumes from the last checkpoint and gives the same result
 """
 from __future__ import annotations
 
-import json
 import math
-import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from adept.config import to_dict
+from adept.config import require, to_dict
 from adept.data.dataset import split_holdout
 from adept.ensemble import EnsembleConfig, EnsembleDynamics
-from adept.locks import output_file_lock
-from adept.outputs import CsvLog, atomic_torch_save, atomic_write_text, load_torch_file
+from adept.model_fit import (FitCheckpoint, FitClock, add_metrics, locked_fit, open_log, output_paths,
+                             overall_steps_per_s, write_report)
+from baselines.replay import Batch
 
 CHECKPOINT_FORMAT = "adept-ensemble-training/1"
 BOOTSTRAP_SEED_OFFSET = 7_919  # the bootstrap resamples have their own generator, never the training one
 
+__all__ = ["EnsembleFitConfig", "EnsembleFitSettings", "fit_ensemble", "holdout_split", "output_paths"]
 
-def output_paths(out_path: str | Path) -> dict[str, Path]:
-    out_path = Path(out_path)
-    return {"model": out_path, "log": out_path.with_suffix(".csv"), "report": out_path.with_suffix(".json"),
-            "checkpoint": out_path.with_suffix(".ckpt")}
+
+@dataclass
+class EnsembleFitConfig:
+    """The fit's schedule: the `ensemble_training` section of `adept ensemble --config`."""
+
+    max_steps: int = 1_000_000      # gradient steps at most
+    eval_every: int | None = None   # steps between held-out evaluations (None: one pass over the training rows)
+    patience: int = 5               # evaluations without a member improving before it stops (MBPO: 5)
+    min_improvement: float = 0.01   # relative held-out improvement that counts (MBPO: 0.01)
+    holdout_fraction: float = 0.2
+    max_holdout: int = 1000         # held-out transitions at most
+    checkpoint_every: int = 10_000
+
+    def validate(self) -> None:
+        for key in ("max_steps", "patience", "checkpoint_every"):
+            require(getattr(self, key) >= 1, f"{key} must be >= 1, got {getattr(self, key)}")
+        require(self.eval_every is None or self.eval_every >= 1,
+                f"eval_every must be >= 1 (or omitted: one pass over the training rows), got {self.eval_every}")
+        require(self.min_improvement >= 0, f"min_improvement must be >= 0, got {self.min_improvement}")
+        require(0.0 < self.holdout_fraction < 1.0 and self.max_holdout >= 1,
+                f"holdout_fraction must be in (0, 1) and max_holdout >= 1, got {self.holdout_fraction}, "
+                f"{self.max_holdout}")
+
+
+@dataclass
+class EnsembleFitSettings:
+    """Everything `adept ensemble` takes from --config / --set: the ensemble and the fit's schedule."""
+
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    ensemble_training: EnsembleFitConfig = field(default_factory=EnsembleFitConfig)
 
 
 def holdout_split(num_transitions: int, holdout_fraction: float, max_holdout: int, seed: int
@@ -57,41 +84,26 @@ def _improves(new: float, best: float, min_improvement: float) -> bool:
     return new < best and (math.isinf(best) or best - new > min_improvement * best)
 
 
-def _tensors(dataset, rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.as_tensor(np.asarray(getattr(dataset, name)[rows], np.float32), device=device)
-                 for name in ("observations", "actions", "rewards", "next_observations"))
-
-
-def fit_ensemble(dataset, config: EnsembleConfig | None = None, *, out_path: str | Path, **options) -> dict:
-    """Fit an ensemble on `dataset` (an OfflineDataset), holding the lock of `out_path` throughout (one
+def fit_ensemble(dataset, config: EnsembleConfig | None = None, *, out_path: str | Path,
+                 device: str | torch.device, seed: int, fit: EnsembleFitConfig | None = None,
+                 resume: bool = True, progress: bool = True, **options) -> dict:
+    """Fit an ensemble on `dataset` (an OfflineDataset) with the schedule `fit` (EnsembleFitConfig; keyword
+    `options` override its fields, e.g. max_steps=1000), holding the lock of `out_path` throughout (one
     writer per model file, as every other fit); returns the report also written to `<stem>.json`."""
-    with output_file_lock(out_path, f"dynamics ensemble {out_path}",
-                          "wait for that fit to finish (or stop it), or choose another --out"):
-        return _fit(dataset, config, out_path=out_path, **options)
+    return locked_fit(_fit, "dynamics ensemble", dataset, config or EnsembleConfig(), replace(fit or EnsembleFitConfig(), **options),
+                      out_path=out_path, device=device, seed=seed, resume=resume, progress=progress)
 
 
-def _fit(dataset, config: EnsembleConfig | None = None, *, device: str | torch.device, seed: int,
-         out_path: str | Path, max_steps: int = 1_000_000, eval_every: int | None = None,
-         patience: int = 5, min_improvement: float = 0.01, holdout_fraction: float = 0.2,
-         max_holdout: int = 1000, checkpoint_every: int = 10_000, resume: bool = True,
-         progress: bool = True) -> dict:
-    config = config or EnsembleConfig()
-    config.validate()
-    for name, value in (("max_steps", max_steps), ("patience", patience), ("checkpoint_every", checkpoint_every)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if eval_every is not None and eval_every < 1:
-        raise ValueError(f"eval_every must be >= 1 (or omitted: one pass over the training rows), got {eval_every}")
-    if min_improvement < 0:
-        raise ValueError(f"min_improvement must be >= 0, got {min_improvement}")
-    device = torch.device(device)
+def _fit(dataset, config: EnsembleConfig, fit: EnsembleFitConfig, *, out_path: str | Path,
+         device: torch.device, seed: int, resume: bool, progress: bool) -> dict:
+    max_steps, patience, min_improvement = fit.max_steps, fit.patience, fit.min_improvement
     paths = output_paths(out_path)
     n = len(dataset.observations)
-    train_rows, heldout_rows, fraction = holdout_split(n, holdout_fraction, max_holdout, seed)
-    obs, act, rew, next_obs = _tensors(dataset, train_rows, device)
-    heldout = _tensors(dataset, heldout_rows, device)
+    train_rows, heldout_rows, fraction = holdout_split(n, fit.holdout_fraction, fit.max_holdout, seed)
+    obs, act, rew, next_obs, _ = Batch.from_dataset(dataset, device, indices=train_rows)
+    heldout = Batch.from_dataset(dataset, device, indices=heldout_rows)[:4]
     n_train, members = len(train_rows), config.num_members
-    eval_every = eval_every or math.ceil(n_train / config.batch_size)
+    eval_every = fit.eval_every or math.ceil(n_train / config.batch_size)
     settings = {"config": to_dict(config), "seed": seed, "env": dataset.env, "num_transitions": n,
                 "holdout_fraction": fraction, "eval_every": eval_every, "patience": patience,
                 "min_improvement": min_improvement}
@@ -108,33 +120,28 @@ def _fit(dataset, config: EnsembleConfig | None = None, *, device: str | torch.d
                 if config.bootstrap else None)
     member_params = [p for layer in model.layers for p in (layer.weight, layer.bias)]  # leading dim = member
     best = [p.detach().clone() for p in member_params]
-    log = CsvLog(paths["log"])
     state = {"step": 0, "best_mse": [math.inf] * members, "since_improved": 0, "evaluations": [],
              "stopped_early": False, "wall_time_s": 0.0}
     sums: dict[str, torch.Tensor] = {}
-    if resume and paths["checkpoint"].is_file():
-        checkpoint = load_torch_file(paths["checkpoint"], "dynamics-ensemble training checkpoint",
-                                     "delete it (or pass --no-resume) to start the fit over", fmt=CHECKPOINT_FORMAT,
-                                     map_location=device)
-        if checkpoint["settings"] != settings:
-            raise ValueError(f"{paths['checkpoint']} was written by a different ensemble fit (settings differ); "
-                             f"delete it, choose another --out, or pass --no-resume")
+    checkpoints = FitCheckpoint(paths["checkpoint"], CHECKPOINT_FORMAT, settings, fit="ensemble fit",
+                                description="dynamics-ensemble training checkpoint",
+                                checkpoint_every=fit.checkpoint_every, model_path=paths["model"])
+    checkpoint = checkpoints.load(resume, device)
+    if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         generator.set_state(checkpoint["generator"].cpu())
         for target, saved in zip(best, checkpoint["best"]):
             target.copy_(saved)
         state, sums = checkpoint["state"], checkpoint["metric_sums"]
-        log.truncate_after(state["step"])
-    else:
-        log.reset()
+    log = open_log(paths["log"], checkpoints.step)
 
-    def save_checkpoint() -> None:
-        atomic_torch_save({"format": CHECKPOINT_FORMAT, "settings": settings, "model": model.state_dict(),
-                           "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "best": best,
-                           "state": state, "metric_sums": sums}, paths["checkpoint"])
+    def save_checkpoint() -> None:  # no NaN check: the loop below stops at the first non-finite value
+        checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "generator": generator.get_state(), "best": best, "state": state, "metric_sums": sums},
+                         state["step"])
 
-    start_step, start_time, elapsed_before = state["step"], time.perf_counter(), state["wall_time_s"]
+    clock = FitClock(state)
     while state["step"] < max_steps and not state["stopped_early"]:
         rows = torch.randint(0, n_train, (members, config.batch_size), device=device, generator=generator)
         if resample is not None:
@@ -143,8 +150,7 @@ def _fit(dataset, config: EnsembleConfig | None = None, *, device: str | torch.d
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        for name, value in metrics.items():  # running sums on the device, no host sync
-            sums[name] = sums[name] + value if name in sums else value.clone()
+        add_metrics(sums, metrics)
         state["step"] += 1
         step = state["step"]
         if step % eval_every == 0 or step == max_steps:
@@ -166,12 +172,12 @@ def _fit(dataset, config: EnsembleConfig | None = None, *, device: str | torch.d
                     for target, param in zip(best, member_params):
                         target[i].copy_(param[i])
             state["since_improved"] = 0 if improved else state["since_improved"] + 1
-            state["wall_time_s"] = elapsed_before + time.perf_counter() - start_time
+            clock.tick()
             row = {"step": step, **{f"train_{k}": v for k, v in train_means.items()},
                    **{f"heldout_mse_{i}": v for i, v in enumerate(heldout_mse)},
                    "heldout_mse_best_elites": float(np.mean(sorted(state["best_mse"])[:config.num_elites])),
                    "members_improved": len(improved), "wall_time_s": state["wall_time_s"],
-                   "steps_per_s": (step - start_step) / max(time.perf_counter() - start_time, 1e-9)}
+                   "steps_per_s": clock.steps_per_s(step)}
             log.append(row)
             state["evaluations"].append(row)
             if progress:
@@ -180,9 +186,9 @@ def _fit(dataset, config: EnsembleConfig | None = None, *, device: str | torch.d
                       f"improved, {row['steps_per_s']:.0f} steps/s", flush=True)
             if state["since_improved"] >= patience:
                 state["stopped_early"] = True
-        if step % checkpoint_every == 0:
+        if step % fit.checkpoint_every == 0:
             save_checkpoint()
-    state["wall_time_s"] = elapsed_before + time.perf_counter() - start_time
+    clock.tick()
     save_checkpoint()
 
     with torch.no_grad():  # every member at its best held-out snapshot
@@ -201,11 +207,10 @@ def _fit(dataset, config: EnsembleConfig | None = None, *, device: str | torch.d
         "final": state["evaluations"][-1] if state["evaluations"] else None,
         "train_transitions": n_train, "heldout_transitions": len(heldout_rows), "num_transitions": n,
         "holdout_fraction": fraction, "seed": seed, "env": dataset.env, "wall_time_s": state["wall_time_s"],
-        "steps_per_s": state["step"] / state["wall_time_s"] if state["wall_time_s"] > 0 else None,
+        "steps_per_s": overall_steps_per_s(state),
         "device": str(device), "config": to_dict(config),
     }
     model.save(paths["model"], metadata={"holdout": {"seed": seed, "holdout_fraction": fraction,
                                                      "num_transitions": n},
                                          "elite_heldout_mse_mean": report["elite_heldout_mse_mean"]})
-    atomic_write_text(paths["report"], json.dumps(report, indent=2) + "\n")
-    return report
+    return write_report(paths["report"], report)

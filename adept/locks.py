@@ -1,7 +1,7 @@
 """One writer per output: an advisory lock on a lock file beside what a command writes.
 
 Every command that writes a run folder or a model file (train, world-model, behavior-policy,
-behavior-agent train) holds `run_folder_lock` / `output_file_lock` for its whole run, so a second process started on
+collector train) holds `run_folder_lock` / `output_file_lock` for its whole run, so a second process started on
 the same output fails at once with a message naming the holder, instead of both writing the same
 files. The lock is `fcntl.flock` on the lock file, which the OS releases when the holder's process
 ends in any way (exit, exception, SIGKILL, preemption): a lock file left behind by a dead process
@@ -38,7 +38,7 @@ class OutputLocked(UserError):
 
 
 def run_folder_lock(folder: str | os.PathLike, what: str, fix: str):
-    """The lock of a run folder (train, behavior-agent train): <folder>/.lock."""
+    """The lock of a run folder (train, collector train): <folder>/.lock."""
     return output_lock(Path(folder) / ".lock", what, fix, leftovers=".*.tmp")
 
 

@@ -22,13 +22,22 @@ the run's config.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 SyntheticKind = Literal["adept", "diff", "ensemble", "synther"]
 PREFIXES: dict[str, SyntheticKind] = {"adept-": "adept", "diff-": "diff", "synther-": "synther"}
+# How tables and figures name a prefixed method, from its learner's label: ADEPT-IQL, Diff+SAC, SynthER (IQL).
+PREFIX_LABELS: dict[str, str] = {"adept-": "ADEPT-{}", "diff-": "Diff+{}", "synther-": "SynthER ({})"}
 # Methods with a name of their own: method -> the learner trained on the dynamics ensemble's rollouts.
 MODEL_BASED: dict[str, str] = {"mopo": "sac", "combo": "combo"}
+MODEL_BASED_LABELS: dict[str, str] = {"mopo": "MOPO", "combo": "COMBO"}
+# The `_<label>` suffix of a variant (Table 4: adept-sac_K5, adept-sac_noclip).
+VARIANT_SUFFIX = r"_[A-Za-z0-9.+-]+"
+# The prefixes of methods run by the workflow's generic `train` rule; the others (synther-, and the
+# model-based names) need an artefact of their own and come with a drop-in rule (workflow/rules/baselines/).
+TRAIN_RULE_PREFIXES = ("adept-", "diff-")
 # Learners defined only with model rollouts: no <learner>, adept-<learner> or diff-<learner> method.
 MODEL_ROLLOUT_LEARNERS = frozenset({"combo"})
 # Learners that are a method on their own only (no adept-, diff- or synther- prefix): Diffuser plans with
@@ -84,3 +93,40 @@ def parse_method(name: str) -> MethodSpec:
         raise ValueError(f"unknown method {name!r}: valid methods are {examples} "
                          f"(optionally with a _label suffix for variants, e.g. adept-sac_K5)")
     return MethodSpec(name=name, base=base, learner=learner, synthetic=synthetic)
+
+
+def train_rule_learners() -> list[str]:
+    """Learners X with methods X, adept-X and diff-X (everything but model-rollout and standalone learners)."""
+    from baselines import LEARNERS
+
+    return sorted(set(LEARNERS) - MODEL_ROLLOUT_LEARNERS - STANDALONE_LEARNERS)
+
+
+def train_rule_pattern() -> str:
+    """Regex of the methods the workflow's `train` rule runs: <learner>, adept-<learner>, diff-<learner>,
+    each with an optional variant suffix. Snakemake's wildcard constraint and the checks use this one."""
+    prefixes = "|".join(TRAIN_RULE_PREFIXES)
+    return rf"(?:{prefixes})?(?:{'|'.join(train_rule_learners())})(?:{VARIANT_SUFFIX})?"
+
+
+def is_train_rule_method(name: str) -> bool:
+    return re.fullmatch(train_rule_pattern(), name) is not None
+
+
+def method_label(method: str) -> str:
+    """Display name in the paper's style: adept-iql -> ADEPT-IQL, diff-sac -> Diff+SAC, td3bc -> TD3+BC,
+    mopo -> MOPO. Names the harness does not know (drop-in baselines, variants) are shown as they are."""
+    from baselines import LEARNERS
+
+    def learner_label(name: str) -> str | None:
+        return LEARNERS[name][0].label if name in LEARNERS else None
+
+    if method in MODEL_BASED_LABELS:
+        return MODEL_BASED_LABELS[method]
+    if learner_label(method):
+        return learner_label(method)
+    for prefix, template in PREFIX_LABELS.items():
+        learner = method.removeprefix(prefix)
+        if method.startswith(prefix) and learner_label(learner):
+            return template.format(learner_label(learner))
+    return method

@@ -17,8 +17,6 @@ import json
 import logging
 import math
 import os
-import platform
-import subprocess
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +33,10 @@ from adept.locks import run_folder_lock
 from adept.loggers import check_loggers, open_trackers
 from adept.methods import MethodSpec, parse_method
 from adept.outputs import CsvLog, atomic_torch_save, atomic_write_text, non_finite_entries
+from adept.provenance import (device_name, file_sha256, global_rng_state, resolve_device, seed_everything,
+                              set_global_rng_state, stream_seed, versions)
+from adept.run_outputs import (CHECKPOINT, COMPLETION_RECORD, EVAL_LOG, FINAL, POLICY, TRAIN_LOG, eval_row,
+                               final_record, read_final, write_final)
 from adept.synther import UpsamplingConfig
 from adept.world_model import WorldModel
 from baselines.compile import COMPILE_MODES, resolve_compile
@@ -96,51 +98,10 @@ class TrainConfig:
         return from_dict(cls, values or {})
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
-    return torch.device(device)
-
-
-def versions() -> dict[str, str]:
-    import gymnasium
-    import mujoco
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "gymnasium": gymnasium.__version__, "mujoco": mujoco.__version__, "commit": git_commit()}
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-
-
-def seed_everything(seed: int) -> None:
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 # The run's random streams besides the learner's own generator (seeded with the run seed itself):
 # training (sampler, PE, IWU) and evaluation (stochastic evaluation, diagnostics, ground truth).
 TRAINING_STREAM, EVALUATION_STREAM = 1, 2
 SYNTHESIS_STREAM = 3  # SynthER's samples: regenerated from it alone when a run resumes
-
-
-def stream_seed(seed: int, stream: int) -> int:
-    """A seed for `stream` of run `seed`, independent of the run seed's own stream and of other streams."""
-    return int(np.random.SeedSequence(seed, spawn_key=(stream,)).generate_state(1, np.uint64)[0])
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -152,20 +113,6 @@ def load_checkpoint(path: Path) -> dict:
     return load_torch_file(path, "training checkpoint written by `adept train`",
                            "delete it (or pass --restart) to start the run over", required=("step", "learner"),
                            map_location="cpu", weights_only=False)
-
-
-def _rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def accumulate_metrics(sums: dict[str, torch.Tensor], counts: dict[str, int], metrics: dict[str, torch.Tensor]) -> None:
@@ -214,9 +161,6 @@ class RunInputs:
     device: str = "auto"
     progress: bool = True
     restart: bool = False     # discard a completed (or interrupted) run in out_dir and train again
-
-
-COMPLETION_RECORD = "completed.json"  # a copy of final.json that Snakemake does not delete
 
 
 def train(inputs: RunInputs, config: TrainConfig) -> dict[str, Any]:
@@ -279,9 +223,9 @@ def _train(inputs: RunInputs, config: TrainConfig) -> dict[str, Any]:
         sampler = MixedSampler(real, loop.synthetic if loop else None, run_cfg.batch_size,
                                rule=run_cfg.mixing, real_fraction=run_cfg.real_fraction, generator=generator)
 
-    eval_log = CsvLog(out_dir / "eval.csv")
-    train_log = CsvLog(out_dir / "train.csv")
-    checkpoint_path = out_dir / "checkpoint.pt"
+    eval_log = CsvLog(out_dir / EVAL_LOG)
+    train_log = CsvLog(out_dir / TRAIN_LOG)
+    checkpoint_path = out_dir / CHECKPOINT
     start_step, elapsed_before = 0, 0.0
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
@@ -294,7 +238,7 @@ def _train(inputs: RunInputs, config: TrainConfig) -> dict[str, Any]:
             loop.load_state_dict(state["closed_loop"], learner)
         generator.set_state(state["generator"])
         eval_generator.set_state(state["eval_generator"])
-        _set_rng_state(state["rng"], device)
+        set_global_rng_state(state["rng"], device)
         start_step, elapsed_before = state["step"], state["elapsed_s"]
         eval_log.truncate_after(start_step)
         train_log.truncate_after(start_step)
@@ -326,7 +270,7 @@ def _train(inputs: RunInputs, config: TrainConfig) -> dict[str, Any]:
             "step": step, "elapsed_s": elapsed, "learner": learner.state_dict(),
             "closed_loop": loop.state_dict() if loop else None, "generator": generator.get_state(),
             "eval_generator": eval_generator.get_state(),
-            "rng": _rng_state(device), "method": inputs.method, "env": inputs.env,
+            "rng": global_rng_state(device), "method": inputs.method, "env": inputs.env,
             "dataset": inputs.dataset, "seed": inputs.seed, "config": to_dict(config),
         }
         # A checkpoint is the state a rerun resumes from: it must never hold NaN/inf, whatever the
@@ -343,9 +287,7 @@ def _train(inputs: RunInputs, config: TrainConfig) -> dict[str, Any]:
                                                       generator=eval_generator), device)
         # Seeds depend on (run seed, step) only, so resumed runs evaluate identically.
         result = evaluate(policy, inputs.env, run_cfg.eval_episodes, seed=10_000 * (inputs.seed + 1) + step)
-        row = {"step": step, "return_mean": result.return_mean, "return_std": result.return_std,
-               "score_mean": result.score_mean, "score_std": result.score_std,
-               "episode_length_mean": result.length_mean, "wall_time_s": elapsed}
+        row = eval_row(step, result, elapsed)
         if loop is not None:
             row.update(loop.diagnostics(learner))
             if "J_hat" in row:
@@ -396,36 +338,25 @@ def _train(inputs: RunInputs, config: TrainConfig) -> dict[str, Any]:
             save_checkpoint(done, time.perf_counter() - run_start, _host_metrics(sums, counts))
 
     wall = time.perf_counter() - run_start
-    evals = eval_log.rows()
-    window = evals[-run_cfg.final_eval_window:]
-    final = {
-        "method": inputs.method, "learner": method.learner, "synthetic": method.synthetic,
-        "env": inputs.env, "dataset": inputs.dataset, "source": inputs.source, "seed": inputs.seed,
-        "env_id": spec.gym_id,
-        "final_score": float(np.mean([r["score_mean"] for r in window])),
-        "final_score_window": len(window),
-        "best_score": float(max(r["score_mean"] for r in evals)),
-        "final_return": float(np.mean([r["return_mean"] for r in window])),
-        "steps": run_cfg.steps, "wall_time_s": wall,
-        "updates_per_s": (run_cfg.steps - start_step) / max(wall - elapsed_before, 1e-9),
-        "device": device_name(device), "data_path": str(inputs.data_path) if inputs.data_path else None,
-        "dataset_metadata": _jsonable(dataset.metadata),
-        "world_model": str(inputs.world_model_path) if inputs.world_model_path else None,
-        "behavior_policy": str(inputs.behavior_policy_path) if inputs.behavior_policy_path else None,
-        "ensemble": str(inputs.ensemble_path) if inputs.ensemble_path else None,
-        "synther": str(inputs.synther_path) if inputs.synther_path else None,
-        "config": to_dict(config), "learner_config": to_dict(learner.config),
-        "versions": versions(), "inputs_sha256": _input_hashes(inputs),
-    }
+    final = final_record(
+        method=inputs.method, env=inputs.env, dataset=inputs.dataset, seed=inputs.seed, source=inputs.source,
+        evals=eval_log.rows(), window=run_cfg.final_eval_window, steps=run_cfg.steps, wall_time_s=wall,
+        updates_per_s=(run_cfg.steps - start_step) / max(wall - elapsed_before, 1e-9), device=device_name(device),
+        config=to_dict(config), versions=versions(), learner=method.learner, synthetic=method.synthetic,
+        data_path=str(inputs.data_path) if inputs.data_path else None,
+        dataset_metadata=_jsonable(dataset.metadata),
+        world_model=str(inputs.world_model_path) if inputs.world_model_path else None,
+        behavior_policy=str(inputs.behavior_policy_path) if inputs.behavior_policy_path else None,
+        ensemble=str(inputs.ensemble_path) if inputs.ensemble_path else None,
+        synther=str(inputs.synther_path) if inputs.synther_path else None,
+        learner_config=to_dict(learner.config), inputs_sha256=_input_hashes(inputs))
     from baselines import save_learner
-    save_learner(out_dir / "policy.pt", learner,
+    save_learner(out_dir / POLICY, learner,
                  trained_on={"env": inputs.env, "dataset": inputs.dataset, "source": inputs.source})
-    final["policy_sha256"] = _file_sha256(out_dir / "policy.pt")
-    text = json.dumps(final, indent=2, default=str) + "\n"
+    final["policy_sha256"] = file_sha256(out_dir / POLICY)
     # completed.json first: if Snakemake deletes final.json (a job it marks incomplete), a rerun
     # restores it from there instead of training again.
-    atomic_write_text(out_dir / COMPLETION_RECORD, text)
-    atomic_write_text(out_dir / "final.json", text)
+    write_final(out_dir, final, completion_record=True)
     trackers.close()
     if checkpoint_path.exists():
         checkpoint_path.unlink()  # the run is complete; policy.pt holds the final learner
@@ -442,15 +373,15 @@ def _completed_run(inputs: RunInputs, config: TrainConfig) -> dict[str, Any] | N
     would wipe its history, so that takes --restart.
     """
     out_dir = Path(inputs.out_dir)
-    final_path, record_path = out_dir / "final.json", out_dir / COMPLETION_RECORD
-    policy_path, checkpoint_path = out_dir / "policy.pt", out_dir / "checkpoint.pt"
+    final_path, record_path = out_dir / FINAL, out_dir / COMPLETION_RECORD
+    policy_path, checkpoint_path = out_dir / POLICY, out_dir / CHECKPOINT
     tag = f"{inputs.method} {inputs.env}-{inputs.dataset} seed{inputs.seed}"
     if inputs.restart:
         for path in (final_path, record_path, checkpoint_path, policy_path):  # completion markers first
             path.unlink(missing_ok=True)
         return None
     if final_path.is_file():
-        final = _read_final(final_path)
+        final = read_final(final_path)
         differs = _run_differences(final, inputs, config)
         if differs:
             raise UserError(f"the run folder holds a completed run with another {differs}", final_path,
@@ -461,30 +392,19 @@ def _completed_run(inputs: RunInputs, config: TrainConfig) -> dict[str, Any] | N
         return final
     if not record_path.is_file():
         return None
-    final = _read_final(record_path)
+    final = read_final(record_path)
     differs = _run_differences(final, inputs, config)
     if differs:  # final.json was removed because the run is to be redone (e.g. Snakemake: config changed)
         log.info("[%s] %s records a run with another %s: training again", tag, record_path, differs)
         record_path.unlink()
         policy_path.unlink(missing_ok=True)
         return None
-    if not policy_path.is_file() or final.get("policy_sha256") not in (None, _file_sha256(policy_path)):
+    if not policy_path.is_file() or final.get("policy_sha256") not in (None, file_sha256(policy_path)):
         raise UserError("the run finished (completed.json) but its policy.pt is missing or was changed since",
                         policy_path, "pass --restart to train the run again")
     atomic_write_text(final_path, record_path.read_text())
     checkpoint_path.unlink(missing_ok=True)
     log.info("[%s] training had finished: restored %s from %s", tag, final_path, record_path)
-    return final
-
-
-def _read_final(path: Path) -> dict[str, Any]:
-    try:
-        final = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        final = None
-    if not isinstance(final, dict):
-        raise UserError("not a final.json written by `adept train` (not a JSON object)", path,
-                        "move it away, or pass --restart to train the run again")
     return final
 
 
@@ -523,14 +443,8 @@ def _input_hashes(inputs: RunInputs) -> dict[str, str | None]:
     files = {"data": inputs.data_path, "world_model": inputs.world_model_path,
              "behavior_policy": inputs.behavior_policy_path, "ensemble": inputs.ensemble_path,
              "synther": inputs.synther_path}
-    return {label: _file_sha256(path) if path is not None and Path(path).is_file() else None
+    return {label: file_sha256(path) if path is not None and Path(path).is_file() else None
             for label, path in files.items()}
-
-
-def _file_sha256(path: Path) -> str:
-    from adept.data.policy_datasets import file_sha256
-
-    return file_sha256(path)
 
 
 def _learner_overrides(learner: str, config: TrainConfig, seed: int, device: torch.device) -> dict:
@@ -627,6 +541,7 @@ def _make_closed_loop(method: MethodSpec, inputs: RunInputs, config: TrainConfig
     if not method.needs_world_model:
         return None
     from adept.ground_truth import GroundTruth, simulator_states
+    from adept.world_model_training import world_model_split
     from baselines import load_learner
     from baselines.replay import TensorBuffer
 
@@ -635,12 +550,12 @@ def _make_closed_loop(method: MethodSpec, inputs: RunInputs, config: TrainConfig
         loop_cfg = replace(loop_cfg, refit_world_model=False)
     # The rows the initial fit trained on (IWU may use them) and those it held out (diagnostics only).
     try:
-        train_rows, heldout_rows = _world_model_split(inputs.world_model_path, dataset)
+        train_rows, heldout_rows = world_model_split(inputs.world_model_path, dataset)
     except ValueError as missing:
         if loop_cfg.refit_world_model:
             raise ValueError(f"{inputs.method}: {missing}, so IWU would train on the rows the diagnostics "
-                             f"hold out; train the world model with `python -m adept world-model` (it writes "
-                             f"the report) and pass that --world-model") from None
+                             f"hold out; train the world model with `python -m adept world-model` (it records "
+                             f"the split in the model) and pass that --world-model") from None
         log.warning("%s; %s never refits the world model, so its diagnostics (and gt/ columns) are measured "
                     "on all rows, including those the world model was fitted on", missing, inputs.method)
         train_rows = heldout_rows = None
@@ -663,24 +578,6 @@ def _make_closed_loop(method: MethodSpec, inputs: RunInputs, config: TrainConfig
         "heldout": TensorBuffer.from_dataset(dataset, device, indices=heldout_rows)}
     return ClosedLoop(loop_cfg, world_model, real, behavior, gamma=gamma, generator=generator,
                       eval_generator=eval_generator, ground_truth=ground_truth, **split)
-
-
-def _world_model_split(world_model_path: Path, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(training rows, held-out rows) of the world model's initial fit, rebuilt from its report next to
-    the model; ValueError saying why if the report is missing or describes other data."""
-    from adept.data.dataset import split_holdout
-    from adept.world_model_training import output_paths
-
-    report_path = output_paths(world_model_path)["report"]
-    if not report_path.is_file():
-        raise ValueError(f"no report {report_path} next to the world model: its train/held-out split is unknown")
-    report = json.loads(report_path.read_text())
-    n = len(dataset.observations)
-    if report.get("train_transitions", 0) + report.get("heldout_transitions", 0) != n:
-        raise ValueError(f"the world model's report {report_path} describes a dataset of "
-                         f"{report.get('train_transitions', 0) + report.get('heldout_transitions', 0)} "
-                         f"transitions, this one has {n}: its train/held-out split is unknown")
-    return split_holdout(n, report["holdout_fraction"], report["seed"])
 
 
 def _jsonable(value: Any) -> Any:

@@ -14,27 +14,46 @@ cosine schedule depends on it), so it starts over unless the checkpoint's settin
 from __future__ import annotations
 
 import copy
-import json
 import math
-import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from adept.config import to_dict
-from adept.errors import DivergenceError
-from adept.locks import output_file_lock
-from adept.outputs import CsvLog, atomic_torch_save, atomic_write_text, load_torch_file, non_finite_entries
+from adept.config import require, to_dict
+from adept.model_fit import (FitCheckpoint, FitClock, add_metrics, locked_fit, open_log, output_paths,
+                             overall_steps_per_s, write_report)
 from adept.synther import SyntherConfig, TransitionDiffusion, ema_decay_at, transition_columns
 
 CHECKPOINT_FORMAT = "adept-synther-training/1"
 CHECK_SEED_OFFSET = 1_000_003  # the sample check draws from its own generator, never the training one
 
+__all__ = ["SyntherFitConfig", "SyntherFitSettings", "fit_synther", "learning_rate", "output_paths", "sample_check"]
 
-def output_paths(out_path: str | Path) -> dict[str, Path]:
-    out_path = Path(out_path)
-    return {"model": out_path, "log": out_path.with_suffix(".csv"), "report": out_path.with_suffix(".json"),
-            "checkpoint": out_path.with_suffix(".ckpt")}
+
+@dataclass
+class SyntherFitConfig:
+    """The fit's schedule: the `synther_training` section of `adept synther --config`."""
+
+    steps: int = 100_000          # gradient steps (SynthER: 100,000)
+    log_every: int = 1000
+    checkpoint_every: int = 10_000
+    check_samples: int = 10_000   # samples compared with the data in the report (0: no check)
+    sample_steps: int = 128       # sampler steps of the check (SynthER: 128)
+
+    def validate(self) -> None:
+        require(min(self.steps, self.log_every, self.checkpoint_every) >= 1 and self.check_samples >= 0
+                and self.sample_steps >= 2,
+                f"steps, log_every and checkpoint_every must be >= 1, check_samples >= 0 and sample_steps >= 2, got "
+                f"{self.steps}, {self.log_every}, {self.checkpoint_every}, {self.check_samples}, {self.sample_steps}")
+
+
+@dataclass
+class SyntherFitSettings:
+    """Everything `adept synther` takes from --config / --set: the model and the fit's schedule."""
+
+    synther: SyntherConfig = field(default_factory=SyntherConfig)
+    synther_training: SyntherFitConfig = field(default_factory=SyntherFitConfig)
 
 
 def learning_rate(step: int, steps: int, config: SyntherConfig) -> float:
@@ -71,24 +90,19 @@ def sample_check(model: TransitionDiffusion, columns: torch.Tensor, count: int, 
     return report
 
 
-def fit_synther(dataset, config: SyntherConfig | None = None, *, out_path: str | Path, **options) -> dict:
-    """Fit SynthER's model on `dataset` (an OfflineDataset). Options (keywords): steps, device, seed
-    (required); log_every, checkpoint_every, check_samples, sample_steps, resume, progress. Holds the lock of
-    `out_path` throughout. Returns the report also written to `<out_path stem>.json`."""
-    with output_file_lock(out_path, f"SynthER model {out_path}",
-                          "wait for that fit to finish (or stop it), or choose another --out"):
-        return _fit(dataset, config, out_path=out_path, **options)
+def fit_synther(dataset, config: SyntherConfig | None = None, *, out_path: str | Path, device: str | torch.device,
+                seed: int, fit: SyntherFitConfig | None = None, resume: bool = True, progress: bool = True,
+                **options) -> dict:
+    """Fit SynthER's model on `dataset` (an OfflineDataset) with the schedule `fit` (SyntherFitConfig; keyword
+    `options` override its fields, e.g. steps=1000). Holds the lock of `out_path` throughout. Returns the
+    report also written to `<out_path stem>.json`."""
+    return locked_fit(_fit, "SynthER model", dataset, config or SyntherConfig(), replace(fit or SyntherFitConfig(), **options),
+                      out_path=out_path, device=device, seed=seed, resume=resume, progress=progress)
 
 
-def _fit(dataset, config: SyntherConfig | None, *, out_path: str | Path, steps: int, device: str | torch.device,
-         seed: int, log_every: int = 1000, checkpoint_every: int = 10_000, check_samples: int = 10_000,
-         sample_steps: int = 128, resume: bool = True, progress: bool = True) -> dict:
-    config = config or SyntherConfig()
-    config.validate()
-    if min(steps, log_every, checkpoint_every) < 1 or check_samples < 0 or sample_steps < 2:
-        raise ValueError(f"steps, log_every and checkpoint_every must be >= 1, check_samples >= 0 and sample_steps "
-                         f">= 2, got {steps}, {log_every}, {checkpoint_every}, {check_samples}, {sample_steps}")
-    device = torch.device(device)
+def _fit(dataset, config: SyntherConfig, fit: SyntherFitConfig, *, out_path: str | Path, device: torch.device,
+         seed: int, resume: bool, progress: bool) -> dict:
+    steps, log_every = fit.steps, fit.log_every
     paths = output_paths(out_path)
     arrays = transition_columns(dataset.observations, dataset.actions, dataset.rewards, dataset.next_observations,
                                 dataset.terminals, config.model_terminals)
@@ -107,49 +121,30 @@ def _fit(dataset, config: SyntherConfig | None, *, out_path: str | Path, steps: 
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = _optimizer(model, config)
     generator = torch.Generator(device=device).manual_seed(seed)
-    log = CsvLog(paths["log"])
     state = {"step": 0, "wall_time_s": 0.0, "last": None}
     sums: dict[str, torch.Tensor] = {}
-    checkpoint_step = None
-    if resume and paths["checkpoint"].is_file():
-        checkpoint = load_torch_file(paths["checkpoint"], "SynthER training checkpoint",
-                                     "delete it (or pass --no-resume) to start the fit over", fmt=CHECKPOINT_FORMAT,
-                                     required=("settings", "model", "ema", "optimizer", "generator", "state"),
-                                     map_location=device)
-        if checkpoint["settings"] != settings:
-            raise ValueError(f"{paths['checkpoint']} was written by a different SynthER fit (settings differ); "
-                             f"delete it, choose another --out, or pass --no-resume")
+    checkpoints = FitCheckpoint(paths["checkpoint"], CHECKPOINT_FORMAT, settings, fit="SynthER fit",
+                                description="SynthER training checkpoint",
+                                checkpoint_every=fit.checkpoint_every, model_path=paths["model"])
+    checkpoint = checkpoints.load(resume, device, required=("model", "ema", "optimizer", "generator"))
+    if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         ema.load_state_dict(checkpoint["ema"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         generator.set_state(checkpoint["generator"].to("cpu"))
         state, sums = checkpoint["state"], checkpoint["metric_sums"]
-        checkpoint_step = state["step"]
-        log.truncate_after(state["step"])
-    else:
-        log.reset()
+    log = open_log(paths["log"], checkpoints.step)
 
-    def diverged(values: str) -> DivergenceError:
-        kept = (f"the last good checkpoint (step {checkpoint_step}) was kept" if checkpoint_step is not None else
-                f"no checkpoint exists yet (the first is written at step {checkpoint_every}), so nothing was kept")
-        return DivergenceError(f"SynthER fit diverged at step {state['step']}: {values}",
-                               paths["checkpoint"] if checkpoint_step is not None else paths["model"].parent,
-                               f"{kept}; the same settings diverge again, so change them (e.g. a lower synther.lr) "
-                               f"and rerun with --no-resume")
+    def diverged(values: str):
+        return checkpoints.diverged(f"SynthER fit diverged at step {state['step']}: {values}", "e.g. a lower synther.lr")
 
     def save_checkpoint() -> None:
-        nonlocal checkpoint_step
-        payload = {"format": CHECKPOINT_FORMAT, "settings": settings, "model": model.state_dict(),
-                   "ema": ema.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                   "state": state, "metric_sums": sums}
-        bad = non_finite_entries(payload)
-        if bad:
-            raise diverged(f"non-finite values in {', '.join(bad[:5])}")
-        atomic_torch_save(payload, paths["checkpoint"])
-        checkpoint_step = state["step"]
+        checkpoints.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                          "generator": generator.get_state(), "state": state, "metric_sums": sums}, state["step"],
+                         lambda bad: diverged(f"non-finite values in {', '.join(bad[:5])}"))
 
     parameters = [p for p in model.parameters() if p.requires_grad]
-    start_step, start_time, elapsed_before = state["step"], time.perf_counter(), state["wall_time_s"]
+    clock = FitClock(state)
     while state["step"] < steps:
         update = state["step"]
         lr = learning_rate(update, steps, config)
@@ -165,8 +160,7 @@ def _fit(dataset, config: SyntherConfig | None, *, out_path: str | Path, steps: 
         if decay is not None:
             with torch.no_grad():
                 torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
-        for name, value in (("loss", loss.detach()), ("grad_norm", grad_norm.detach())):
-            sums[name] = sums[name] + value if name in sums else value.clone()
+        add_metrics(sums, {"loss": loss.detach(), "grad_norm": grad_norm.detach()})
         state["step"] += 1
         step = state["step"]
         if step % log_every == 0 or step == steps:
@@ -175,26 +169,23 @@ def _fit(dataset, config: SyntherConfig | None, *, out_path: str | Path, steps: 
             sums = {}
             if not all(math.isfinite(v) for v in values.values()):
                 raise diverged(", ".join(f"{k}={v}" for k, v in values.items()))
-            state["wall_time_s"] = elapsed_before + time.perf_counter() - start_time
-            row = {"step": step, **values, "lr": lr, "wall_time_s": state["wall_time_s"],
-                   "steps_per_s": (step - start_step) / max(time.perf_counter() - start_time, 1e-9)}
+            row = {"step": step, **values, "lr": lr, "wall_time_s": clock.tick(),
+                   "steps_per_s": clock.steps_per_s(step)}
             log.append(row)
             state["last"] = row
             if progress:
                 print(f"synther step {step}/{steps}: loss {row['loss']:.4f}, lr {lr:.2e}, "
                       f"{row['steps_per_s']:.0f} steps/s", flush=True)
-        if step % checkpoint_every == 0:
+        if step % fit.checkpoint_every == 0:
             save_checkpoint()
-    state["wall_time_s"] = elapsed_before + time.perf_counter() - start_time
+    clock.tick()
     save_checkpoint()
     ema.env, ema.trained_on = model.env, model.trained_on
-    check = sample_check(ema, columns, min(check_samples, n), sample_steps, seed + CHECK_SEED_OFFSET) \
-        if check_samples > 0 else None
+    check = sample_check(ema, columns, min(fit.check_samples, n), fit.sample_steps, seed + CHECK_SEED_OFFSET) \
+        if fit.check_samples > 0 else None
     ema.save(paths["model"], metadata={"steps": steps, "seed": seed, "num_transitions": n})
     report = {"steps_done": state["step"], "steps_requested": steps, "batch_size": batch_size,
               "final": state["last"], "sample_check": check, "num_transitions": n, "seed": seed, "env": dataset.env,
-              "wall_time_s": state["wall_time_s"],
-              "steps_per_s": state["step"] / state["wall_time_s"] if state["wall_time_s"] > 0 else None,
+              "wall_time_s": state["wall_time_s"], "steps_per_s": overall_steps_per_s(state),
               "parameters": sum(p.numel() for p in parameters), "device": str(device), "config": to_dict(config)}
-    atomic_write_text(paths["report"], json.dumps(report, indent=2) + "\n")
-    return report
+    return write_report(paths["report"], report)

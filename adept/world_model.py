@@ -178,6 +178,7 @@ class WorldModel(nn.Module):
         self.optimizer = adam(self.parameters(), config.lr, self.device)  # fused kernel where available
         self._update_step, self._sampling_denoise = WorldModel._update, WorldModel.denoise  # see set_compile
         self.trained_on: dict | None = None  # {"env", "dataset", "source"} of the fit's data, saved with it
+        self.metadata: dict = {}  # what `save` was given (the fit's held-out split)
 
     check_finite = staticmethod(check_finite)
 
@@ -265,11 +266,13 @@ class WorldModel(nn.Module):
         """r_max of Theorem 4.4: the largest |r| in the data (scalar tensor)."""
         return torch.maximum(self.reward_min.abs(), self.reward_max.abs()).squeeze(0)
 
-    def save(self, path: str | Path) -> None:
-        """Atomically write config, dimensions, parameters, data statistics and optimizer state."""
+    def save(self, path: str | Path, metadata: dict | None = None) -> None:
+        """Atomically write config, dimensions, parameters, data statistics, optimizer state and
+        `metadata` (e.g. the fit's held-out split, adept.world_model_training.world_model_split)."""
         payload = {"format": CHECKPOINT_FORMAT, "obs_dim": self.obs_dim, "act_dim": self.act_dim,
                    "config": to_dict(self.config), "model": self.state_dict(),
-                   "optimizer": self.optimizer.state_dict(), "trained_on": self.trained_on}
+                   "optimizer": self.optimizer.state_dict(), "trained_on": self.trained_on,
+                   "metadata": metadata or {}}
         atomic_torch_save(payload, path)
 
     @classmethod
@@ -284,6 +287,7 @@ class WorldModel(nn.Module):
         model.load_state_dict(payload["model"])
         model.optimizer.load_state_dict(payload["optimizer"])
         model.trained_on = payload.get("trained_on")
+        model.metadata = payload.get("metadata") or {}
         return model
 
     # ----------------------------------------------------------------- normalization

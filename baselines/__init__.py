@@ -15,7 +15,7 @@ import torch
 
 from adept.config import from_dict, to_dict
 from adept.outputs import atomic_torch_save
-from baselines.bc import BC, BCConfig, fit_behavior_policy
+from baselines.bc import BC, BCConfig
 from baselines.combo import COMBO, COMBOConfig
 from baselines.common import DataStats, LearnerConfig, OfflineLearner
 from baselines.cql import CQL, CQLConfig
@@ -104,5 +104,5 @@ def load_learner(path: str | os.PathLike, device: str | torch.device, env: str |
 __all__ = ["LEARNERS", "Batch", "BC", "BCConfig", "COMBO", "COMBOConfig", "CQL", "CQLConfig", "DataStats",
            "Diffuser", "DiffuserConfig", "IQL", "IQLConfig",
            "LearnerConfig", "MixedSampler", "OfflineLearner", "SAC", "SACConfig", "TD3BC", "TD3BCConfig",
-           "TensorBuffer", "fit_behavior_policy", "learner_config", "load_learner", "make_learner",
+           "TensorBuffer", "learner_config", "load_learner", "make_learner",
            "read_learner_file", "save_learner"]

@@ -50,6 +50,7 @@ class COMBOConfig(CQLConfig):
 
 class COMBO(CQL):
     name = "combo"
+    label = "COMBO"
     config: COMBOConfig
 
     def update(self, batch) -> dict[str, torch.Tensor]:

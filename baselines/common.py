@@ -387,12 +387,13 @@ def require_in(name: str, value: float, low: float, high: float, *, low_open: bo
 class OfflineLearner:
     """What every learner shares: normalization, its own random generator, acting, checkpoints.
 
-    Subclasses set `name`, build their networks and optimizers in `_build()` and list every piece
+    Subclasses set `name` (the registry key) and `label` (the display name), build their networks and optimizers in `_build()` and list every piece
     of state in `checkpointed` (modules, optimizers or tensors, by attribute name);
     `actor` must provide `act(obs, deterministic, generator)` and `log_prob(obs, actions)`.
     """
 
     name: ClassVar[str]
+    label: ClassVar[str]
     checkpointed: tuple[str, ...] = ()
 
     def __init__(self, obs_dim: int, act_dim: int, config: LearnerConfig, device: str | torch.device,

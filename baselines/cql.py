@@ -59,6 +59,7 @@ class CQLConfig(LearnerConfig):
 
 class CQL(OfflineLearner):
     name = "cql"
+    label = "CQL"
     checkpointed = ("actor", "critic", "critic_target", "log_alpha", "log_alpha_prime", "actor_optimizer",
                     "critic_optimizer", "alpha_optimizer", "alpha_prime_optimizer")
     config: CQLConfig

@@ -236,6 +236,7 @@ class ValueFunction(nn.Module):
 # ----------------------------------------------------------------------------------------------- learner
 class Diffuser(OfflineLearner):
     name = "diffuser"
+    label = "Diffuser"
     checkpointed = ("unet", "unet_ema", "value", "value_ema", "unet_optimizer", "value_optimizer")
     config: DiffuserConfig
 

@@ -53,6 +53,7 @@ class IQLConfig(LearnerConfig):
 
 class IQL(OfflineLearner):
     name = "iql"
+    label = "IQL"
     checkpointed = ("actor", "critic", "critic_target", "value", "actor_optimizer", "critic_optimizer",
                     "value_optimizer")
     config: IQLConfig

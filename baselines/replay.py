@@ -14,6 +14,14 @@ import torch
 FIELDS = ("observations", "actions", "rewards", "next_observations", "dones")
 
 
+def transition_arrays(dataset: Any, indices: np.ndarray | None = None) -> list[np.ndarray]:
+    """The Batch fields of an `adept.data.OfflineDataset`'s transitions (those at `indices`) as float32
+    arrays; dones = terminals (timeouts bootstrap). The one place dataset rows become a batch."""
+    rows = slice(None) if indices is None else indices
+    return [np.asarray(getattr(dataset, name)[rows], np.float32)
+            for name in ("observations", "actions", "rewards", "next_observations", "terminals")]
+
+
 class Batch(NamedTuple):
     """A batch of transitions, float32 tensors on one device. `dones` are terminals (never timeouts):
     the learner does not bootstrap from `next_observations` where dones == 1."""
@@ -23,6 +31,12 @@ class Batch(NamedTuple):
     rewards: torch.Tensor            # (B,)
     next_observations: torch.Tensor  # (B, obs_dim)
     dones: torch.Tensor              # (B,)
+
+    @classmethod
+    def from_dataset(cls, dataset: Any, device: str | torch.device = "cpu",
+                     indices: np.ndarray | None = None) -> "Batch":
+        """The transitions of an OfflineDataset (or those at `indices`) as one batch on `device`."""
+        return cls(*(torch.as_tensor(x, device=device) for x in transition_arrays(dataset, indices)))
 
 
 class TensorBuffer:
@@ -64,9 +78,7 @@ class TensorBuffer:
                      indices: np.ndarray | None = None) -> "TensorBuffer":
         """The transitions of an `adept.data.OfflineDataset` (or those at `indices`); dones = terminals
         (timeouts bootstrap)."""
-        rows = slice(None) if indices is None else indices
-        return cls.from_arrays(dataset.observations[rows], dataset.actions[rows], dataset.rewards[rows],
-                               dataset.next_observations[rows], dataset.terminals[rows], device, capacity)
+        return cls.from_arrays(*transition_arrays(dataset, indices), device, capacity)
 
     def add(self, observations, actions, rewards, next_observations, dones) -> None:
         """Append a batch of n transitions; when full, overwrite the oldest rows."""

@@ -45,6 +45,7 @@ class SACConfig(LearnerConfig):
 
 class SAC(OfflineLearner):
     name = "sac"
+    label = "SAC"
     checkpointed = ("actor", "critic", "critic_target", "log_alpha", "actor_optimizer", "critic_optimizer",
                     "alpha_optimizer")
     config: SACConfig

@@ -45,6 +45,7 @@ class TD3BCConfig(LearnerConfig):
 
 class TD3BC(OfflineLearner):
     name = "td3bc"
+    label = "TD3+BC"
     checkpointed = ("actor", "actor_target", "critic", "critic_target", "actor_optimizer", "critic_optimizer")
     config: TD3BCConfig
 

@@ -19,7 +19,8 @@
    stage by stage (behaviour policies, world models and other model fits first, then the training
    runs): each stage takes its hours over the parallel slots (GPUs x runs_per_gpu, or CPU cores at
    one thread per job) and at least as long as its longest job. With runs_per_gpu > 1 on CUDA the
-   slowdown of runs sharing a GPU is measured too (that many concurrent learner benchmarks).
+   slowdown of runs sharing a GPU is measured too (that many concurrent IQL training processes,
+   counted over one common time window; `--sharing-sweep 1 2 4 8` prints it for several K).
 
 Upper bound: the behaviour-policy fits stop early on their held-out NLL, ADEPT's Theorem 4.4
 diagnostics at evaluations are not counted, and hopper/walker2d episodes often end before 1000 steps.
@@ -126,11 +127,24 @@ def _adept_args(command: str) -> tuple[str, argparse.Namespace] | None:
     for i in range(len(tokens) - 2):
         if tokens[i:i + 2] == ["-m", "adept"]:
             parser = argparse.ArgumentParser(add_help=False)
-            for flag in ("--method", "--env", "--config", "--world-model", "--steps", "--max-steps"):
+            for flag in ("--method", "--env", "--config", "--world-model"):
                 parser.add_argument(flag)
             parser.add_argument("--set", action="append", default=[])
             return tokens[i + 2], parser.parse_known_args(tokens[i + 3:])[0]
     return None
+
+
+def _fit_settings() -> dict[str, tuple[str, str, type]]:
+    """`adept` fit command -> (its schedule section, the key of its step count, the section's dataclass)."""
+    from adept.behavior_policy_training import BehaviorPolicyFitConfig
+    from adept.ensemble_training import EnsembleFitConfig
+    from adept.synther_training import SyntherFitConfig
+    from adept.world_model_training import WorldModelFitConfig
+
+    return {"world-model": ("world_model_training", "steps", WorldModelFitConfig),
+            "behavior-policy": ("behavior_policy", "steps", BehaviorPolicyFitConfig),
+            "ensemble": ("ensemble_training", "max_steps", EnsembleFitConfig),
+            "synther": ("synther_training", "steps", SyntherFitConfig)}
 
 
 def jobs_of(commands: list[tuple[str, str]], files: dict[str, dict]) -> tuple[list[Job], dict[str, int]]:
@@ -139,6 +153,7 @@ def jobs_of(commands: list[tuple[str, str]], files: dict[str, dict]) -> tuple[li
     from adept.methods import parse_method
     from adept.runner import TrainConfig
 
+    fit_settings = _fit_settings()
     jobs: list[Job] = []
     others: dict[str, int] = defaultdict(int)
     for rule, command in commands:
@@ -165,22 +180,26 @@ def jobs_of(commands: list[tuple[str, str]], files: dict[str, dict]) -> tuple[li
             evaluations = run.steps // run.eval_every + (run.steps % run.eval_every != 0)
             jobs.append(Job(rule, f"train {args.method}", "training", run.steps, measure, evaluations,
                             run.eval_episodes))
-        elif subcommand == "world-model":
-            model = files.get(args.config, {}).get("world_model", {})
-            label = f"world_model K={model.get('diffusion_steps', 10)}"
-            jobs.append(Job(rule, label, "models", int(args.steps or 1_000_000),
-                            {"what": "world_model", "world_model": model}))
-        elif subcommand == "behavior-policy":
-            overrides = parse_overrides(args.set)
-            jobs.append(Job(rule, "behavior_policy (at most)", "models", int(args.steps or 100_000),
-                            {"what": "learner", "learner": "bc", "learner_overrides": overrides,
-                             "batch_size": overrides.get("batch_size", 256), "compile": "off"}))
-        elif subcommand == "ensemble":
-            jobs.append(Job(rule, "ensemble fit (at most)", "models", int(args.max_steps or 1_000_000),
-                            {"what": "case", "case": "ensemble_fit"}))
-        elif subcommand == "synther":
-            jobs.append(Job(rule, "synther fit", "models", int(args.steps or 100_000),
-                            {"what": "case", "case": "synther_fit"}))
+        elif subcommand in fit_settings:
+            # A fit's settings file (+ --set) as the command reads it: its schedule section and, for
+            # the world model and pi_D, the model's own section.
+            settings = merge(files.get(args.config, {}), parse_overrides(args.set))
+            section, steps_key, fit_config = fit_settings[subcommand]
+            schedule = {**asdict(fit_config()), **settings.get(section, {})}
+            steps = int(schedule[steps_key])
+            if subcommand == "world-model":
+                model = settings.get("world_model", {})
+                jobs.append(Job(rule, f"world_model K={model.get('diffusion_steps', 10)}", "models", steps,
+                                {"what": "world_model", "world_model": model}))
+            elif subcommand == "behavior-policy":
+                learner = schedule.get("learner") or {}
+                jobs.append(Job(rule, "behavior_policy (at most)", "models", steps,
+                                {"what": "learner", "learner": "bc", "learner_overrides": learner,
+                                 "batch_size": learner.get("batch_size", 256), "compile": "off"}))
+            else:
+                case = {"ensemble": "ensemble_fit", "synther": "synther_fit"}[subcommand]
+                jobs.append(Job(rule, f"{subcommand} fit{' (at most)' if subcommand == 'ensemble' else ''}",
+                                "models", steps, {"what": "case", "case": case}))
         else:
             others[rule] += 1
     return jobs, dict(others)
@@ -297,24 +316,51 @@ def evaluation_seconds(episodes: int, device, hidden_dim: int = 256) -> float:
     return clock() - start
 
 
-def sharing_efficiency(device, runs: int, seconds: float) -> float:
-    """Aggregate throughput of `runs` concurrent IQL benchmarks on one device over `runs` x one alone."""
+def sharing_efficiency(device, runs: int, seconds: float, startup_s: float = 45.0) -> float:
+    """Aggregate throughput of `runs` concurrent IQL training loops on one device over `runs` x one alone.
+
+    Each loop is its own process (as Snakemake runs jobs); all of them wait for the same start time
+    (after `startup_s` for imports, data and warm-up) and count updates over the same `seconds`."""
     def rates(count: int) -> list[float]:
-        with tempfile.TemporaryDirectory() as folder:
-            outs = [Path(folder) / f"r{i}.json" for i in range(count)]
-            command = [sys.executable, "-m", "benchmarks.throughput", "--learners", "iql", "--device", str(device),
-                       "--threads", "1", "--steps", str(max(int(seconds * 100), 50))]
-            processes = [subprocess.Popen([*command, "--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL) for out in outs]
-            for process in processes:
-                process.wait()
-            return [json.loads(out.read_text())["results"][0]["updates_per_s"] for out in outs if out.exists()]
+        start_at = time.time() + startup_s
+        command = [sys.executable, "-m", "benchmarks.estimate", "--sharing-worker", "--device", str(device),
+                   "--seconds", str(seconds), "--start-at", str(start_at)]
+        processes = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                     for _ in range(count)]
+        outputs = [process.communicate()[0] for process in processes]
+        return [float(out.strip().splitlines()[-1]) for out, process in zip(outputs, processes)
+                if process.returncode == 0 and out.strip()]
 
     alone = rates(1)
     shared = rates(runs)
     if not alone or len(shared) != runs:
-        return 1.0
+        raise RuntimeError(f"sharing measurement failed: {len(shared)} of {runs} concurrent runs reported")
     return sum(shared) / (runs * alone[0])
+
+
+def sharing_worker(device, seconds: float, start_at: float) -> float:
+    """IQL updates/s (batch 256, hidden 256) over [start_at, start_at + seconds], warmed up before."""
+    import torch
+
+    from baselines import make_learner
+    from benchmarks.timing import synchronize
+
+    buffer = random_buffer(17, 6, device)
+    learner = make_learner("iql", 17, 6, device, overrides={"seed": 0})
+    generator = torch.Generator(device=device).manual_seed(0)
+    while time.time() < start_at - 1.0:  # warm up until shortly before the common window
+        learner.update(buffer.sample(256, generator))
+    synchronize(device)
+    while time.time() < start_at:
+        time.sleep(0.001)
+    window_start = time.time()  # start_at, or later if the set-up outlasted the start-up allowance
+    updates, end = 0, window_start + seconds
+    while updates == 0 or time.time() < end:
+        for _ in range(10):
+            learner.update(buffer.sample(256, generator))
+        updates += 10
+        synchronize(device)
+    return updates / (time.time() - window_start)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -390,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sharing-sweep", type=int, nargs="+", default=None, metavar="K",
                         help="only measure how K concurrent runs share the device (aggregate learner updates/s "
                              "for each K) and exit: the evidence for runs_per_gpu")
+    parser.add_argument("--sharing-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--start-at", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help="also write the estimate as JSON here")
     args = parser.parse_args(argv)
     if args.gpus < 1 or args.cores < 1 or args.seconds <= 0 or (args.runs_per_gpu is not None and args.runs_per_gpu < 1):
@@ -400,10 +448,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from adept.runner import device_name, resolve_device
+    from adept.provenance import device_name, resolve_device
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.sharing_worker:
+        print(sharing_worker(device, args.seconds, args.start_at or time.time()))
+        return 0
     if args.sharing_sweep:
         print(f"runs sharing {device_name(device)}: efficiency = aggregate IQL updates/s / (K x one run alone)")
         for runs in args.sharing_sweep:

@@ -27,7 +27,7 @@ from torch.distributions import MultivariateNormal
 
 from adept.envs import get_env_spec
 from adept.outputs import atomic_write_text
-from adept.runner import device_name, resolve_device
+from adept.provenance import device_name, resolve_device
 from baselines import LEARNERS, make_learner
 from baselines.common import OfflineLearner, mlp
 from baselines.replay import TensorBuffer

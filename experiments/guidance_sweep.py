@@ -19,7 +19,6 @@ import io
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -36,9 +35,7 @@ DEFAULT_WEIGHTS = (0.0, 0.1, 0.5, 1.0, 1.1, 1.5, 2.0)
 def heldout_batch(dataset, holdout_fraction: float, seed: int, eval_size: int) -> Batch:
     """The same held-out transitions train_world_model evaluates on."""
     _, holdout_idx = split_holdout(len(dataset.observations), holdout_fraction, seed)
-    idx = holdout_idx[:eval_size]
-    return Batch(*(torch.as_tensor(np.asarray(getattr(dataset, name)[idx], np.float32)) for name in
-                   ("observations", "actions", "rewards", "next_observations", "terminals")))
+    return Batch.from_dataset(dataset, "cpu", indices=holdout_idx[:eval_size])
 
 
 def sweep(env: str, seed: int, cond_drop_prob: float, args: argparse.Namespace) -> list[dict]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -17,7 +16,8 @@ from adept.outputs import read_csv
 from adept.runner import RunInputs, TrainConfig, train
 from adept.world_model import WorldModel, WorldModelConfig
 from adept.world_model_training import train_world_model
-from baselines import fit_behavior_policy, make_learner, save_learner
+from adept.behavior_policy_training import fit_behavior_policy
+from baselines import make_learner, save_learner
 from baselines.replay import TensorBuffer
 from baselines.sac import SAC
 
@@ -155,12 +155,12 @@ def test_importance_sampled_update_uses_policy_ratio(artifacts):
 
 
 def test_diagnostics_use_the_transitions_the_initial_fit_held_out(artifacts):
-    from adept.runner import _world_model_split
     from adept.data.dataset import split_holdout
+    from adept.world_model_training import world_model_split
 
     data, world_model_path, _ = artifacts
     dataset = load_dataset("hopper", "random", path=data)
-    train_rows, heldout_rows = _world_model_split(world_model_path, dataset)
+    train_rows, heldout_rows = world_model_split(world_model_path, dataset)
     train_idx, heldout_idx = split_holdout(len(dataset.observations), 0.05, 0)
     assert len(heldout_rows) == len(heldout_idx) == 250
     assert (heldout_rows == heldout_idx).all() and (train_rows == train_idx).all()
@@ -190,7 +190,9 @@ def test_iwu_never_trains_on_the_rows_the_initial_fit_held_out(artifacts, tmp_pa
 def test_a_world_model_without_its_split_stops_adept_but_not_diff(artifacts, tmp_path, caplog):
     lone = tmp_path / "elsewhere" / "world_model.pt"  # no model.json next to it
     lone.parent.mkdir()
-    shutil.copy(artifacts[1], lone)
+    payload = torch.load(artifacts[1], weights_only=False)
+    del payload["metadata"]  # a model saved before models recorded their split
+    torch.save(payload, lone)
     config = TrainConfig.from_dict({**LOOP_RUN, "run": {**LOOP_RUN["run"], "steps": 10, "eval_every": 10}})
     with pytest.raises(ValueError, match=r"no report .* split is unknown, so IWU would train on the rows the "
                                          r"diagnostics hold out") as err:
@@ -206,7 +208,8 @@ def test_a_world_model_without_its_split_stops_adept_but_not_diff(artifacts, tmp
 def test_training_does_not_depend_on_how_often_it_is_evaluated(artifacts, tmp_path):
     """Evaluation (here with sampled actions), diagnostics and the ground truth draw from the evaluation
     generator: learner and world-model training are identical whether evaluation runs every 10 steps or once."""
-    from adept.runner import EVALUATION_STREAM, TRAINING_STREAM, stream_seed
+    from adept.provenance import stream_seed
+    from adept.runner import EVALUATION_STREAM, TRAINING_STREAM
 
     assert len({0, stream_seed(0, TRAINING_STREAM), stream_seed(0, EVALUATION_STREAM)}) == 3  # learner's seed is 0
     for every in (10, 40):

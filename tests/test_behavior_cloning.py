@@ -10,7 +10,8 @@ import torch
 from adept.commands import behavior_policy
 from adept.config import ConfigError
 from adept.data.dataset import split_holdout
-from baselines import BC, fit_behavior_policy, load_learner
+from adept.behavior_policy_training import fit_behavior_policy
+from baselines import BC, load_learner
 
 WEIGHTS = np.array([[0.8, -0.3], [0.2, 0.6]], np.float32)
 SIGMA = np.array([0.2, 0.5], np.float32)
@@ -91,7 +92,7 @@ def test_behavior_policy_command_writes_policy_and_report(tiny_random_dataset_pa
     out = tmp_path / "pi_D.pt"
     status = run_command(["behavior-policy", "--env", "hopper", "--data", str(tiny_random_dataset_path),
                           "--seed", "1", "--out", str(out), "--steps", "300", "--eval-every", "100",
-                          "--set", "hidden_dim=32", "--device", "cpu"])
+                          "--set", "behavior_policy.learner.hidden_dim=32", "--device", "cpu"])
     assert status == 0
     assert "held-out NLL" in capsys.readouterr().out
     report = json.loads(out.with_suffix(".json").read_text())
@@ -101,9 +102,27 @@ def test_behavior_policy_command_writes_policy_and_report(tiny_random_dataset_pa
     assert policy.name == "bc" and policy.config.seed == 1
     assert policy.log_prob(torch.zeros(4, 11), torch.zeros(4, 3)).shape == (4,)
 
-    with pytest.raises(ConfigError, match="valid keys"):
+    with pytest.raises(ConfigError, match=r"behavior_policy\.learner: unknown key\(s\) \['hiden_dim'\]; valid keys"):
         run_command(["behavior-policy", "--env", "hopper", "--data", str(tiny_random_dataset_path),
-                     "--out", str(tmp_path / "x.pt"), "--set", "hiden_dim=32"])
-    with pytest.raises(ConfigError, match="KEY=VALUE"):
+                     "--out", str(tmp_path / "x.pt"), "--set", "behavior_policy.learner.hiden_dim=32"])
+    with pytest.raises(ConfigError, match=r"unknown config section\(s\) \['bc'\] .*valid sections are "
+                                          r"\['behavior_policy'\]"):
         run_command(["behavior-policy", "--env", "hopper", "--data", str(tiny_random_dataset_path),
                      "--out", str(tmp_path / "x.pt"), "--set", "bc.lr=1e-3"])
+
+
+def test_behavior_policy_settings_from_a_config_file_and_set(tmp_path):
+    from adept.behavior_policy_training import BehaviorPolicyFitConfig
+    from adept.commands.behavior_policy import BEHAVIOR_POLICY_FLAGS, load_behavior_policy_settings
+
+    path = tmp_path / "pi.yaml"
+    path.write_text("behavior_policy: {steps: 300, eval_every: 100, learner: {hidden_dim: 32}}\n")
+    fit = load_behavior_policy_settings(path, ["behavior_policy.learner.lr=1e-4", "behavior_policy.patience=0"])
+    fit = fit.behavior_policy
+    assert (fit.steps, fit.eval_every, fit.patience, fit.learner.hidden_dim, fit.learner.lr) == (300, 100, 0, 32, 1e-4)
+    path.write_text("behavior_policy: {step: 300}\n")
+    with pytest.raises(ConfigError, match=r"behavior_policy: unknown key\(s\) \['step'\]; valid keys are .* "
+                                          r"\(.*pi\.yaml\): fix that entry of the file") as err:
+        load_behavior_policy_settings(path, [])
+    assert "\n" not in str(err.value)
+    assert set(BEHAVIOR_POLICY_FLAGS) <= set(BehaviorPolicyFitConfig.__dataclass_fields__)

@@ -30,14 +30,16 @@ import pytest
 import torch
 
 import adept.runner
-from adept.cli import Parser, build_parser, check_command_options, main
+from adept.cli import Parser, build_parser, main
+from adept.config import from_dict
 from adept.data import load_file
 from adept.errors import DivergenceError
 from adept.locks import OutputLocked, run_folder_lock
 from adept.outputs import non_finite_entries, read_csv
 from adept.world_model import WorldModel, WorldModelConfig
 from adept.world_model_training import train_world_model
-from baselines import fit_behavior_policy, save_learner
+from adept.behavior_policy_training import fit_behavior_policy
+from baselines import save_learner
 from baselines.iql import IQL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -604,17 +606,23 @@ def test_misspelled_stage_key_fails_the_dry_run(tmp_path, overlay, message):
     assert not (tmp_path / "results").exists()
 
 
-def test_stage_options_in_the_schema_are_the_commands_options():
-    """The workflow passes world_model_training and behavior_policy as flags: the schema (which rejects
-    other keys) and the commands' parsers must agree on them, and a misspelling is caught by both."""
+def test_stage_options_in_the_schema_are_the_fits_settings():
+    """The workflow writes the fit sections into the fits' settings files (--config): the schema (which
+    rejects other keys) and the settings dataclasses must agree on them, and a misspelling is caught by both."""
     import yaml
 
+    from adept.behavior_policy_training import BehaviorPolicyFitConfig
+    from adept.ensemble_training import EnsembleFitConfig
+    from adept.synther_training import SyntherFitConfig
+    from adept.world_model_training import WorldModelFitConfig
+
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())["properties"]
-    reserved = ("data", "env", "dataset", "source", "seed", "out", "config", "overrides", "device", "threads", "quiet")
-    for section, command in (("world_model_training", "world-model"), ("behavior_policy", "behavior-policy")):
-        keys = set(schema[section]["properties"]) - {"learner"}
+    run_flags = {"no_resume"}  # how the rule runs the fit (--no-resume), not a setting
+    for section, settings in (("world_model_training", WorldModelFitConfig), ("behavior_policy", BehaviorPolicyFitConfig),
+                              ("ensemble_training", EnsembleFitConfig), ("synther_training", SyntherFitConfig)):
+        keys = set(schema[section]["properties"]) - run_flags
         assert schema[section]["additionalProperties"] is False
-        check_command_options((command,), {key: None for key in keys}, section, reserved)
+        assert keys == set(settings.__dataclass_fields__), section
         with pytest.raises(ValueError, match=rf"{section}: unknown key\(s\) \['step'\]; valid keys are "
                                              rf"{re.escape(str(sorted(keys)))}"):
-            check_command_options((command,), {"step": 1}, section, reserved)
+            from_dict(settings, {"step": 1}, section)

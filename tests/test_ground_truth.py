@@ -19,7 +19,8 @@ from adept.outputs import read_csv
 from adept.runner import RunInputs, TrainConfig, train
 from adept.world_model import WorldModel, WorldModelConfig
 from adept.world_model_training import train_world_model
-from baselines import fit_behavior_policy, make_learner, save_learner
+from adept.behavior_policy_training import fit_behavior_policy
+from baselines import make_learner, save_learner
 
 GAMMA = 0.99
 REQUIRED = (["gt/onestep_state_mse_data", "gt/onestep_reward_mse_data", "gt/onestep_terminal_agreement_data",

@@ -12,25 +12,25 @@ import torch
 from adept.data.dataset import OfflineDataset
 from adept.data.generated import get_recipe, load_generated
 from adept.data.hdf5 import read_d4rl_hdf5
-from adept.data.policy_datasets import (SHIPPED_CHECKPOINT_DIR, _same_actor, collect_with_policy, file_sha256,
-                                        load_behavior_policy, medium_recipe, medium_replay_recipe,
-                                        save_behavior_policy, ship_behavior_policy, write_policy_dataset)
+from adept.collector import (SHIPPED_SNAPSHOT_DIR, load_collector_snapshot, make_config, same_actor,
+                             save_collector_snapshot, ship_collector_snapshot, train_collector)
+from adept.data.policy_datasets import collect_with_policy, medium_recipe, medium_replay_recipe, write_policy_dataset
 from adept.envs import get_env_spec
-from adept.online_sac import make_config, train_behavior_agent
+from adept.provenance import file_sha256
 
 HOPPER = get_env_spec("hopper")
-MANIFEST = json.loads((SHIPPED_CHECKPOINT_DIR / "manifest.json").read_text()) \
-    if (SHIPPED_CHECKPOINT_DIR / "manifest.json").is_file() else {}
+MANIFEST = json.loads((SHIPPED_SNAPSHOT_DIR / "manifest.json").read_text()) \
+    if (SHIPPED_SNAPSHOT_DIR / "manifest.json").is_file() else {}
 
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A finished behaviour-agent run with a small network, stopped at its first evaluation."""
+    """A finished collector run with a small network, stopped at its first evaluation."""
     out = tmp_path_factory.mktemp("run")
     config = make_config(dict(target_return=-1e9, start_steps=200, eval_every=400, eval_episodes=2,
                               final_eval_episodes=2, log_every=10**6, sac={"hidden_dim": 32, "batch_size": 32}))
-    summary = train_behavior_agent("hopper", out, config, seed=0, progress=False)
+    summary = train_collector("hopper", out, config, seed=0, progress=False)
     return out, summary
 
 
@@ -54,7 +54,7 @@ def test_medium_layout_actions_sampled_and_log_probs_of_the_policy(tiny_run):
     assert dataset.unflagged_boundaries.sum() == 0
     assert meta["policy"]["train_steps"] == summary["train_steps"]
     assert meta["policy"]["measured_return_mean"] == pytest.approx(summary["measured_return_mean"])
-    snapshot = load_behavior_policy(out / "policy.pt")
+    snapshot = load_collector_snapshot(out / "policy.pt")
     obs = torch.as_tensor(dataset.observations)
     recomputed = snapshot.learner.log_prob(obs, torch.as_tensor(dataset.actions)).detach().numpy()
     np.testing.assert_allclose(dataset.infos["action_log_probs"], recomputed, rtol=1e-4, atol=1e-4)
@@ -78,19 +78,19 @@ def test_medium_replay_is_the_training_buffer_up_to_the_snapshot(tiny_run):
 
 
 def test_medium_replay_without_a_training_run_says_how_to_make_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="behavior-agent train --env hopper --seed 2"):
+    with pytest.raises(FileNotFoundError, match="collector train --env hopper --seed 2"):
         medium_replay_recipe(HOPPER, None, 2, False, run_dir=tmp_path)
 
 
 def test_wrong_env_and_bad_files_are_rejected(tiny_run, tmp_path):
     out, _ = tiny_run
     with pytest.raises(ValueError, match="trained on hopper, not walker2d"):
-        collect_with_policy(get_env_spec("walker2d"), load_behavior_policy(out / "policy.pt"), 10, 0, False)
-    with pytest.raises(FileNotFoundError, match="behavior-agent train"):
-        load_behavior_policy(tmp_path / "missing.pt")
+        collect_with_policy(get_env_spec("walker2d"), load_collector_snapshot(out / "policy.pt"), 10, 0, False)
+    with pytest.raises(FileNotFoundError, match="collector train"):
+        load_collector_snapshot(tmp_path / "missing.pt")
     torch.save({"actor": {}}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not a behaviour policy"):
-        load_behavior_policy(tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a collector snapshot"):
+        load_collector_snapshot(tmp_path / "other.pt")
 
 
 def test_written_file_loads_through_the_generated_source(tiny_run, tmp_path):
@@ -115,32 +115,32 @@ def test_recipes_are_registered_with_the_generated_source():
 
 def test_ship_writes_a_reproducible_checkpoint_and_manifest(tiny_run, tmp_path):
     out, summary = tiny_run
-    entry = ship_behavior_policy(out, tmp_path)
+    entry = ship_collector_snapshot(out, tmp_path)
     shipped = tmp_path / "hopper-medium.pt"
     assert entry["sha256"] == file_sha256(shipped) == summary["policy_sha256"]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["hopper"]["train_steps"] == summary["train_steps"]
-    assert ship_behavior_policy(out, tmp_path)["sha256"] == entry["sha256"]  # same bytes again
-    assert _same_actor(out / "policy.pt", shipped)
-    snapshot = load_behavior_policy(shipped)
+    assert ship_collector_snapshot(out, tmp_path)["sha256"] == entry["sha256"]  # same bytes again
+    assert same_actor(out / "policy.pt", shipped)
+    snapshot = load_collector_snapshot(shipped)
     snapshot.learner.actor.net[0].weight.data.add_(1e-3)
-    save_behavior_policy(tmp_path / "changed.pt", snapshot.learner, snapshot.info)
-    assert not _same_actor(out / "policy.pt", tmp_path / "changed.pt")
+    save_collector_snapshot(tmp_path / "changed.pt", snapshot.learner, snapshot.info)
+    assert not same_actor(out / "policy.pt", tmp_path / "changed.pt")
 
 
 @pytest.mark.parametrize("env", sorted(MANIFEST))
-def test_shipped_checkpoint_matches_its_manifest(env):
+def test_shipped_snapshot_matches_its_manifest(env):
     entry = MANIFEST[env]
-    path = SHIPPED_CHECKPOINT_DIR / entry["file"]
+    path = SHIPPED_SNAPSHOT_DIR / entry["file"]
     assert path.stat().st_size < 1_000_000
     assert file_sha256(path) == entry["sha256"]
-    snapshot = load_behavior_policy(path)
+    snapshot = load_collector_snapshot(path)
     assert snapshot.env == env and snapshot.info["train_steps"] == entry["train_steps"]
     assert all(p.dtype == torch.float32 for p in snapshot.learner.actor.state_dict().values())
 
 
 @pytest.mark.parametrize("env", sorted(MANIFEST))
-def test_shipped_checkpoint_generates_data_at_its_measured_return(env):
+def test_shipped_snapshot_generates_data_at_its_measured_return(env):
     """A few generated medium episodes have the manifest's return, within 3 standard errors."""
     entry = MANIFEST[env]
     arrays, _ = medium_recipe(get_env_spec(env), 4000, 0, False)

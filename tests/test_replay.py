@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.replay import Batch, MixedSampler, TensorBuffer
+from baselines.replay import Batch, MixedSampler, TensorBuffer, transition_arrays
 
 
 def rows(start: int, count: int, obs_dim: int = 3, act_dim: int = 2):
@@ -87,6 +87,27 @@ def test_from_dataset_uses_terminals_not_timeouts_as_dones():
 
     buffer = TensorBuffer.from_dataset(Dataset(), "cpu")
     assert buffer.dones.tolist() == [0.0, 1.0, 0.0, 0.0]
+
+
+def test_dataset_rows_become_a_batch_in_one_place():
+    """transition_arrays is what TensorBuffer.from_dataset and Batch.from_dataset (the world model's and the
+    ensemble's held-out rows, the guidance sweep) are built from: the same rows, in the order given."""
+    class Dataset:
+        observations = np.arange(15, dtype=np.float64).reshape(5, 3)  # float64 in: float32 out
+        actions = np.zeros((5, 2), np.float32)
+        rewards = np.arange(5, dtype=np.float32)
+        next_observations = np.ones((5, 3), np.float32)
+        terminals = np.array([False, True, False, True, False])
+
+    rows = np.array([3, 0, 1])
+    arrays = transition_arrays(Dataset(), rows)
+    assert [a.dtype for a in arrays] == [np.float32] * 5 and arrays[2].tolist() == [3.0, 0.0, 1.0]
+    batch = Batch.from_dataset(Dataset(), "cpu", indices=rows)
+    assert batch.rewards.tolist() == [3.0, 0.0, 1.0] and batch.dones.tolist() == [1.0, 0.0, 1.0]
+    assert batch.observations.dtype == torch.float32 and batch.observations[0].tolist() == [9.0, 10.0, 11.0]
+    buffer = TensorBuffer.from_dataset(Dataset(), "cpu", indices=rows)
+    assert all(torch.equal(a, b) for a, b in zip(buffer.batch_at(torch.arange(3)), batch))
+    assert len(Batch.from_dataset(Dataset()).rewards) == 5
 
 
 def filled(start: int, count: int, capacity: int | None = None) -> TensorBuffer:

@@ -21,7 +21,8 @@ from adept.reporting import (
 from adept.reporting.tables import render_html
 from adept.reporting.__main__ import main as reporting_main
 from adept.reporting.figure import seed_curves
-from adept.reporting.reference import TABLE1_COLUMNS, method_label, paper_task_order
+from adept.methods import method_label
+from adept.reporting.reference import TABLE1_COLUMNS, paper_task_order
 from adept.reporting.stats import mean_curve_band, performance_profile, profile_thresholds
 
 REFERENCE = Path(__file__).resolve().parents[1] / "adept" / "reporting" / "reference"
@@ -338,7 +339,7 @@ def test_bad_final_json_is_rejected_with_its_path(tmp_path):
     with pytest.raises(ValueError, match="final_score must be a finite number"):
         read_final(path)
     path.write_text(json.dumps({"env": "walker2d", "final_score": 1.0}))
-    with pytest.raises(ValueError, match="env='walker2d' but lies in the directory of env='hopper'"):
+    with pytest.raises(ValueError, match="env='walker2d' but lies in the folder of env='hopper'"):
         load_runs(tmp_path, ["iql"], [("hopper", "random")], [0])
     path.write_text(json.dumps({"env": "hopper"}))
     with pytest.raises(ValueError, match=r"lacks \['final_score'\]"):

@@ -222,6 +222,9 @@ rule world_model_config:
 Shell command: (printf '%s' 'world_model:
   diffusion_steps: 5
   hidden_dim: 32
+world_model_training:
+  steps: 300
+  log_every: 50
 ' > results/world_models/wm-1/config.yaml.tmp && mv results/world_models/wm-1/config.yaml.tmp results/world_models/wm-1/config.yaml) > logs/w.log 2>&1
 
 [Tue Dec  1 22:28:09 2026]
@@ -232,7 +235,7 @@ Shell command: python /x/gpu_lock.py --gpus 1 --runs-per-gpu 2 -- python -m adep
 [Tue Dec  1 22:28:09 2026]
 rule world_model:
     jobid: 4
-Shell command: python /x/gpu_lock.py --gpus 1 --runs-per-gpu 2 -- python -m adept world-model --data d.hdf5 --env hopper --dataset random --seed 0 --config results/world_models/wm-1/config.yaml --steps 300 --log-every 50 --out m.pt --device auto > l.log 2>&1
+Shell command: python /x/gpu_lock.py --gpus 1 --runs-per-gpu 2 -- python -m adept world-model --data d.hdf5 --env hopper --dataset random --seed 0 --config results/world_models/wm-1/config.yaml --out m.pt --device auto > l.log 2>&1
 
 [Tue Dec  1 22:28:09 2026]
 rule table1:
@@ -296,3 +299,12 @@ def test_estimate_measures_real_rates_of_a_learner_and_a_world_model():
                     torch.device("cpu"), (11, 3), 0.2, 1000)
     assert learner["rate"] > 10 and model["rate"] > 10
     assert learner["compile"] == model["compile"] == "off"
+
+
+def test_sharing_worker_counts_updates_in_the_common_window():
+    from benchmarks.estimate import sharing_worker
+
+    start = time.time() + 2.0
+    rate = sharing_worker(torch.device("cpu"), seconds=1.0, start_at=start)
+    assert time.time() >= start + 1.0  # it waited for the window and ran through it
+    assert 1 < rate < 10_000

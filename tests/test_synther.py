@@ -305,7 +305,8 @@ def test_drop_in_rules_run_synther_and_diffuser_in_a_dry_run_of_the_test_config(
     assert "--synther results/synther/hopper-random/seed1/synther.pt" in run
     assert "--config results/configs/synther-iql.yaml" in run and "--set learner.beta=2.0" in run
     fit = next(line for line in out.splitlines() if "adept synther " in line and "--seed 0 " in line)
-    assert "--out results/synther/hopper-random/seed0/synther.pt" in fit and "--steps 50" in fit
+    assert "--out results/synther/hopper-random/seed0/synther.pt" in fit and "--config results/synther/config.yaml" in fit
+    assert "synther_training:\n  steps: 50\n" in out  # the fit's settings file, as every fit takes them
     planner = next(line for line in out.splitlines() if "adept train --method diffuser" in line)
     assert "--config results/configs/diffuser.yaml" in planner and "--out-dir results/runs/diffuser/" in planner
     assert "--set learner.guide_scale=0.01" in planner

@@ -106,7 +106,7 @@ def test_quick_config_is_offline(tmp_path):
 
 
 def test_generated_source_gives_all_nine_datasets_offline(tmp_path):
-    """medium comes from the shipped checkpoint; medium-replay from the behaviour agent's buffer,
+    """medium comes from the shipped checkpoint; medium-replay from the collector's buffer,
     trained with the shipped checkpoint's settings so that both describe the same agent."""
     overlay = tmp_path / "generated.yaml"
     overlay.write_text("data: {source: generated}\n")
@@ -115,15 +115,15 @@ def test_generated_source_gives_all_nine_datasets_offline(tmp_path):
     assert result.returncode == 0, out
     counts = job_counts(out)
     assert "fetch_d4rl" not in counts
-    assert counts["generate_dataset"] == 9 and counts["behavior_agent"] == 3
-    manifest = json.loads((ROOT / "adept" / "behavior_checkpoints" / "manifest.json").read_text())
-    hopper = shell_command(out, "behavior-agent train --env hopper")
+    assert counts["generate_dataset"] == 9 and counts["collector"] == 3
+    manifest = json.loads((ROOT / "adept" / "collector_snapshots" / "manifest.json").read_text())
+    hopper = shell_command(out, "collector train --env hopper")
     assert f"--seed {manifest['hopper']['seed']}" in hopper
     for key, value in manifest["hopper"]["online_config"]["sac"].items():
         assert f"--set sac.{key}={value}" in hopper
     assert f"--set snapshot={manifest['hopper']['online_config']['snapshot']}" in hopper
     replay = shell_command(out, "datasets generate --env hopper --dataset medium-replay")
-    assert "ADEPT_BEHAVIOR_DIR=data/behavior" in replay
+    assert "ADEPT_COLLECTOR_DIR=data/collectors" in replay
 
 
 def test_run_configs_and_world_model_configs(paper_dry_run):
@@ -233,7 +233,7 @@ def test_table1_probabilities_and_profiles_are_built_by_their_rules(tmp_path):
     Table 1 method: rliable's P(ADEPT-X > column) in the table, the figure, both in --report."""
     import numpy as np
 
-    from adept.reporting.reference import method_label
+    from adept.methods import method_label
 
     sys.path.insert(0, str(ROOT / "tests"))
     from test_reporting import direct_probability_of_improvement, write_run
@@ -313,7 +313,7 @@ def test_demo_config_validates_and_runs_the_demo_grid(tmp_path):
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     counts = job_counts(out)
-    assert counts["generate_dataset"] == 1 and "fetch_d4rl" not in counts and "behavior_agent" not in counts
+    assert counts["generate_dataset"] == 1 and "fetch_d4rl" not in counts and "collector" not in counts
     assert counts["train"] == 3 * 2 and counts["world_model"] == 2 and counts["behavior_policy"] == 2
     assert all(counts[rule] == 1 for rule in ("table1", "figure3", "figure_model_error", "scores", "all"))
     assert "table4" not in counts

@@ -297,5 +297,50 @@ def test_cli_trains_from_a_d4rl_layout_file(tiny_random_dataset_path, tmp_path, 
     assert printed["steps_done"] == 4 and WorldModel.load(out).config.hidden_dim == 16
     bad = parser.parse_args(["world-model", "--data", str(tiny_random_dataset_path), "--env", "hopper",
                              "--out", str(out), "--set", "learner.beta=3"])
-    with pytest.raises(ConfigError, match="world_model.KEY=VALUE"):
+    with pytest.raises(ConfigError, match=r"unknown config section\(s\) \['learner'\] for `adept world-model`; "
+                                          r"valid sections are \['world_model', 'world_model_training'\]"):
         bad.func(bad)
+
+
+def test_world_model_settings_come_from_config_and_set_and_name_a_wrong_key(tmp_path):
+    from adept.commands.world_model import WORLD_MODEL_TRAINING_FLAGS, load_world_model_settings
+    from adept.world_model_training import WorldModelFitConfig
+
+    path = tmp_path / "wm.yaml"
+    path.write_text("world_model: {hidden_dim: 16}\nworld_model_training: {steps: 300, log_every: 50}\n")
+    settings = load_world_model_settings(path, ["world_model_training.steps=400", "world_model.depth=1"])
+    assert (settings.world_model.hidden_dim, settings.world_model.depth) == (16, 1)
+    assert (settings.world_model_training.steps, settings.world_model_training.log_every) == (400, 50)
+    assert settings.world_model_training.holdout_fraction == WorldModelFitConfig().holdout_fraction
+    with pytest.raises(ConfigError, match=r"^world_model_training: unknown key\(s\) \['step'\]; valid keys are "
+                                          r"\[.*'steps'") as err:
+        load_world_model_settings(None, ["world_model_training.step=3"])
+    assert "\n" not in str(err.value)
+    path.write_text("world_model_training: {steps: 0}\n")
+    with pytest.raises(ConfigError, match=r"steps must be >= 1, got 0 \(.*wm\.yaml\): fix that entry") as err:
+        load_world_model_settings(path, [])
+    assert "\n" not in str(err.value)
+    assert set(WORLD_MODEL_TRAINING_FLAGS) <= set(WorldModelFitConfig.__dataclass_fields__)
+
+
+def test_the_held_out_split_travels_with_the_model(tmp_path):
+    from adept.world_model_training import world_model_split
+    from adept.data.dataset import split_holdout
+
+    data = linear_system(200)
+    out = tmp_path / "wm.pt"
+    train_world_model(data, WorldModelConfig(**TINY, batch_size=16), steps=2, log_every=2, device="cpu", seed=5,
+                      out_path=out, holdout_fraction=0.1, progress=False)
+    output_paths(out)["report"].unlink()  # the model file alone carries it
+    assert WorldModel.load(out).metadata["holdout"] == {"seed": 5, "holdout_fraction": 0.1, "num_transitions": 200}
+    train_rows, heldout_rows = world_model_split(out, data)
+    expected = split_holdout(200, 0.1, 5)
+    assert (train_rows == expected[0]).all() and (heldout_rows == expected[1]).all()
+    with pytest.raises(ValueError, match=r"describes a dataset of 200 transitions, this one has 150: its "
+                                         r"train/held-out split is unknown"):
+        world_model_split(out, linear_system(150))
+    payload = torch.load(out, weights_only=False)
+    del payload["metadata"]
+    torch.save(payload, out)  # a model saved before models recorded their split, without its report
+    with pytest.raises(ValueError, match=r"records no train/held-out split and there is no report .* split is unknown"):
+        world_model_split(out, data)

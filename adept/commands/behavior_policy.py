@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from adept.commands.common import add_compute_arguments, add_data_arguments, apply_threads, load_data
+from adept.commands.common import (add_fit_arguments, add_setting_flags, apply_threads, load_data, load_settings,
+                                   setting_overrides)
+
+
+# Shortcuts of the fit's schedule section (the flags of the command before it took settings files).
+BEHAVIOR_POLICY_FLAGS = {
+    "steps": (int, "maximum gradient steps"),
+    "eval_every": (int, "steps between held-out evaluations"),
+    "patience": (int, "stop after this many evaluations without a better held-out NLL (0: never)"),
+    "holdout_fraction": (float, "fraction of transitions held out"),
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,41 +23,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "behavior-policy", help="fit the behaviour policy pi_D of a dataset (tanh-Gaussian BC)",
         description="Fit pi_D by maximum likelihood (baselines.bc) on all but a held-out fraction of the "
                     "transitions and keep the parameters with the lowest held-out negative log-likelihood "
-                    "(never selected on environment return). Writes --out (load it with "
+                    "(never selected on environment return). Settings: --config YAML with the section "
+                    "behavior_policy (BehaviorPolicyFitConfig: steps, eval_every, patience, holdout_fraction, "
+                    "learner: BCConfig fields), --set SECTION.KEY=VALUE. Writes --out (load it with "
                     "baselines.load_learner) and a JSON report with the NLL curves next to it (.json).")
-    add_data_arguments(parser)
-    parser.add_argument("--seed", type=int, default=0, help="held-out split, initialization and batches")
-    parser.add_argument("--out", type=Path, required=True, help="policy file to write, e.g. results/pi_D/hopper.pt")
-    parser.add_argument("--steps", type=int, default=100_000, help="maximum gradient steps")
-    parser.add_argument("--eval-every", type=int, default=2_000, help="steps between held-out evaluations")
-    parser.add_argument("--patience", type=int, default=10,
-                        help="stop after this many evaluations without a better held-out NLL (0: never)")
-    parser.add_argument("--holdout-fraction", type=float, default=0.05)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a baselines.bc.BCConfig field, e.g. --set hidden_dim=512 --set lr=1e-4")
-    add_compute_arguments(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_fit_arguments(parser, out_example="results/pi_D/hopper.pt", sections=("behavior_policy",),
+                      set_example="behavior_policy.learner.hidden_dim=512 --set behavior_policy.steps=50000",
+                      resumable=False)
+    add_setting_flags(parser, "behavior_policy", BEHAVIOR_POLICY_FLAGS)
     parser.set_defaults(func=run)
 
 
+def load_behavior_policy_settings(config_path, overrides: list[str]):
+    """BehaviorPolicyFitSettings (section behavior_policy) from the YAML and --set overrides."""
+    from adept.behavior_policy_training import BehaviorPolicyFitSettings
+
+    return load_settings(BehaviorPolicyFitSettings, config_path, overrides, "behavior-policy")
+
+
 def run(args: argparse.Namespace) -> int:
-    from adept.config import ConfigError, parse_overrides
     from adept.locks import output_file_lock
 
-    overrides = parse_overrides(args.overrides)
-    nested = sorted(key for key, value in overrides.items() if isinstance(value, dict))
-    if nested:
-        raise ConfigError(f"--set takes BCConfig fields as KEY=VALUE (e.g. lr=1e-4), got sections {nested}")
+    settings = load_behavior_policy_settings(args.config, setting_overrides(args, "behavior_policy"))
     apply_threads(args)
     with output_file_lock(args.out, f"pi_D {args.out}",
-                     "wait for that fit to finish (or stop it), or choose another --out"):
-        return _fit(args, overrides)
+                          "wait for that fit to finish (or stop it), or choose another --out"):
+        return _fit(args, settings.behavior_policy)
 
 
-def _fit(args: argparse.Namespace, overrides: dict) -> int:
+def _fit(args: argparse.Namespace, fit) -> int:
+    from adept.behavior_policy_training import fit_behavior_policy
     from adept.outputs import atomic_write_text
-    from adept.runner import resolve_device
-    from baselines import fit_behavior_policy, save_learner
+    from adept.provenance import resolve_device
+    from baselines import save_learner
 
     dataset = load_data(args)
 
@@ -58,9 +65,9 @@ def _fit(args: argparse.Namespace, overrides: dict) -> int:
               flush=True)
 
     learner, report = fit_behavior_policy(
-        dataset.observations, dataset.actions, config=overrides, device=resolve_device(args.device),
-        seed=args.seed, max_steps=args.steps, eval_every=args.eval_every, holdout_fraction=args.holdout_fraction,
-        patience=args.patience or None, progress=None if args.quiet else show)
+        dataset.observations, dataset.actions, config=fit.learner, device=resolve_device(args.device),
+        seed=args.seed, max_steps=fit.steps, eval_every=fit.eval_every, holdout_fraction=fit.holdout_fraction,
+        patience=fit.patience or None, progress=None if args.quiet else show)
     report.update({"env": dataset.env, "dataset": dataset.dataset, "source": dataset.source,
                    "data_path": str(dataset.path) if dataset.path else None})
     save_learner(args.out, learner, trained_on={"env": dataset.env, "dataset": dataset.dataset,

@@ -60,10 +60,14 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("ADEPT_DATA_DIR", "~/.adept/datasets")).expanduser()
 
 
+def generated_filename(env: str, dataset: str, seed: int, size: int | None = None) -> str:
+    suffix = f"-n{size}" if size is not None else ""
+    return f"{env}-{dataset}-seed{seed}{suffix}.hdf5"
+
+
 def generated_path(env: str, dataset: str, seed: int, size: int | None = None, data_dir: str | Path | None = None) -> Path:
     folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    suffix = f"-n{size}" if size is not None else ""
-    return folder / "generated" / f"{env}-{dataset}-seed{seed}{suffix}.hdf5"
+    return folder / "generated" / generated_filename(env, dataset, seed, size)
 
 
 def split_seed(seed: int, n: int) -> list[int]:
@@ -141,6 +145,8 @@ def generate(env: str, dataset: str, *, seed: int = 0, size: int | None = None, 
     spec = check_names(env, dataset, "generated")
     if size is not None and size < 1:
         raise ValueError(f"size must be a positive number of transitions, got {size}")
+    from adept.provenance import versions  # imports torch, which the random recipe does not need
+
     recipe = get_recipe(dataset)
     arrays, recipe_metadata = recipe(spec, size, seed, progress)
     metadata = {
@@ -152,7 +158,7 @@ def generate(env: str, dataset: str, *, seed: int = 0, size: int | None = None, 
         "max_episode_steps": spec.max_episode_steps,
         "seed": seed,
         "size": len(arrays["rewards"]),
-        "versions": _versions(),
+        "versions": versions("h5py", commit=False),
         **recipe_metadata,
     }
     path = Path(out).expanduser() if out is not None else generated_path(env, dataset, seed, size, data_dir)
@@ -176,12 +182,3 @@ def load_generated(env: str, dataset: str, *, path: str | Path | None = None, da
         if metadata.get(key, wanted) != wanted:
             raise ValueError(f"{path} was generated for {key} {metadata[key]!r}, not {wanted!r}")
     return OfflineDataset.from_arrays(arrays, env=env, dataset=dataset, source="generated", metadata=metadata, path=path)
-
-
-def _versions() -> dict[str, str]:
-    import gymnasium
-    import h5py
-    import mujoco
-
-    return {"gymnasium": gymnasium.__version__, "mujoco": mujoco.__version__, "numpy": np.__version__,
-            "h5py": h5py.__version__}

@@ -29,8 +29,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from adept.methods import method_label
+
 from .figure import BANDS, band_description, curve_band, method_style, save_figure, seed_curves
-from .reference import Task, method_label, paper_task_order
+from .reference import Task, paper_task_order
 from .runs import Run, column_curve, load_runs, read_run_csv
 from .spec import MethodColumn, ReportSpec, load_spec
 

@@ -25,9 +25,6 @@ TABLE1_COLUMN_OF_METHOD = {
 # Table 4 columns (ablations of ADEPT-SAC); the workflow config names which run reproduces which.
 TABLE4_COLUMNS = ("baseline", "K=5", "K=20", "B_m=256", "B_m=2048", "no_clipping")
 
-_LEARNER_LABELS = {"iql": "IQL", "sac": "SAC", "bc": "BC", "td3bc": "TD3+BC", "cql": "CQL"}
-_METHOD_LABELS = {"mopo": "MOPO", "combo": "COMBO", "diffuser": "Diffuser"}
-
 Task = tuple[str, str]  # (env, dataset)
 
 
@@ -35,25 +32,6 @@ Task = tuple[str, str]  # (env, dataset)
 class ReportedScore:
     mean: float
     std: float | None = None  # the paper gives a std only for its own (ADEPT) columns
-
-
-def method_label(method: str) -> str:
-    """Display name in the paper's style: adept-iql -> ADEPT-IQL, diff-sac -> Diff+SAC, td3bc -> TD3+BC.
-
-    Names the harness does not know (drop-in baselines, variants) are shown as they are.
-    """
-    if method in _LEARNER_LABELS:
-        return _LEARNER_LABELS[method]
-    if method in _METHOD_LABELS:
-        return _METHOD_LABELS[method]
-    prefix, _, learner = method.partition("-")
-    if learner in _LEARNER_LABELS and prefix == "adept":
-        return f"ADEPT-{_LEARNER_LABELS[learner]}"
-    if learner in _LEARNER_LABELS and prefix == "diff":
-        return f"Diff+{_LEARNER_LABELS[learner]}"
-    if learner in _LEARNER_LABELS and prefix == "synther":
-        return f"SynthER ({_LEARNER_LABELS[learner]})"
-    return method
 
 
 def paper_task_order(envs: Iterable[str], datasets: Iterable[str]) -> list[Task]:

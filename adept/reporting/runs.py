@@ -1,6 +1,6 @@
-"""Reading the per-run outputs (docs/architecture.md, "Per-run outputs"): the only input of aggregation.
+"""Reading the per-run outputs (adept.run_outputs, the contract): the only input of aggregation.
 
-A run lives in `<runs_dir>/<method>/<env>-<dataset>/seed<seed>/` and is complete once its
+A run lives in `run_dir(runs_dir, method, env, dataset, seed)` and is complete once its
 `final.json` exists (it is written last). The method is the directory name, so variants such as
 `adept-sac_K5` and drop-in baselines are told apart even when their final.json names a base method.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,16 +16,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from adept.outputs import atomic_write_text, read_csv
-from adept.runner import git_commit
+from adept.provenance import git_commit
+from adept.run_outputs import EVAL_LOG, FINAL, read_final, run_dir
 
 from .reference import Task
 
-REQUIRED_FINAL_KEYS = ("final_score",)
-EVAL_COLUMNS = ("step", "score_mean")
-
-
-def run_dir(runs_dir: str | Path, method: str, env: str, dataset: str, seed: int) -> Path:
-    return Path(runs_dir) / method / f"{env}-{dataset}" / f"seed{seed}"
+EVAL_COLUMNS = ("step", "score_mean")  # what the figures need of a run's eval.csv
 
 
 @dataclass(frozen=True)
@@ -47,29 +42,6 @@ class Run:
         return float(self.final["final_score"])
 
 
-def read_final(path: str | Path, env: str | None = None, dataset: str | None = None,
-               seed: int | None = None) -> dict[str, Any]:
-    """Load a final.json and check it has a numeric final_score and belongs where it lies."""
-    path = Path(path)
-    try:
-        final = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); rerun the run that wrote it") from None
-    if not isinstance(final, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(final).__name__}")
-    missing = [key for key in REQUIRED_FINAL_KEYS if key not in final]
-    if missing:
-        raise ValueError(f"{path} lacks {missing}; a run's final.json must have at least "
-                         f"{list(REQUIRED_FINAL_KEYS)} (see docs/architecture.md, 'Per-run outputs')")
-    score = final["final_score"]
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-        raise ValueError(f"{path}: final_score must be a finite number, got {score!r}")
-    for key, expected in (("env", env), ("dataset", dataset), ("seed", seed)):
-        if expected is not None and key in final and final[key] != expected:
-            raise ValueError(f"{path} says {key}={final[key]!r} but lies in the directory of {key}={expected!r}")
-    return final
-
-
 def load_runs(runs_dir: str | Path, methods: Iterable[str], tasks: Iterable[Task],
               seeds: Iterable[int]) -> list[Run]:
     """Every completed run of the grid (methods x tasks x seeds); runs without final.json are skipped."""
@@ -78,7 +50,7 @@ def load_runs(runs_dir: str | Path, methods: Iterable[str], tasks: Iterable[Task
         for env, dataset in tasks:
             for seed in seeds:
                 directory = run_dir(runs_dir, method, env, dataset, seed)
-                path = directory / "final.json"
+                path = directory / FINAL
                 if path.is_file():
                     final = read_final(path, env, dataset, seed)
                     runs.append(Run(method, env, dataset, seed, directory, final))
@@ -98,8 +70,8 @@ def read_run_csv(run: Run, name: str) -> list[dict[str, Any]]:
     """The rows of one of the run's logs (`eval.csv`, `train.csv`), numbers parsed."""
     path = run.directory / name
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing although {run.directory / 'final.json'} exists; "
-                                f"a run writes {name} before final.json")
+        raise FileNotFoundError(f"{path} is missing although {run.directory / FINAL} exists; "
+                                f"a run writes {name} before {FINAL}")
     return read_csv(path)
 
 
@@ -116,9 +88,9 @@ def column_curve(rows: Sequence[dict[str, Any]], column: str) -> tuple[np.ndarra
 
 def read_eval_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
     """(steps, normalized scores) from the run's eval.csv."""
-    rows = read_run_csv(run, "eval.csv")
+    rows = read_run_csv(run, EVAL_LOG)
     if not rows or any(column not in rows[0] for column in EVAL_COLUMNS):
-        raise ValueError(f"{run.directory / 'eval.csv'} needs the columns {list(EVAL_COLUMNS)} and at least one row")
+        raise ValueError(f"{run.directory / EVAL_LOG} needs the columns {list(EVAL_COLUMNS)} and at least one row")
     return (np.array([row["step"] for row in rows], dtype=np.int64),
             np.array([row["score_mean"] for row in rows], dtype=np.float64))
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .reference import TABLE1_COLUMN_OF_METHOD, TABLE4_COLUMNS, Task, method_label, paper_task_order
+from adept.methods import method_label
+
+from .reference import TABLE1_COLUMN_OF_METHOD, TABLE4_COLUMNS, Task, paper_task_order
 
 
 @dataclass(frozen=True)

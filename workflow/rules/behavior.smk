@@ -2,15 +2,33 @@
 # importance weights pi(a|s) / pi_D(a|s) need it; one per (env, dataset, seed).
 
 
+localrules:
+    behavior_policy_config,
+
+
+rule behavior_policy_config:
+    """The settings file of the fits (section behavior_policy); a change refits every pi_D."""
+    output:
+        yaml=f"{RESULTS}/behavior/config.yaml",
+    log:
+        f"{LOGS}/behavior/config.log",
+    params:
+        text=yaml.safe_dump(fit_settings("behavior_policy"), sort_keys=False),
+    conda:
+        CONDA_ENV
+    shell:
+        WRITE_PARAMS_TEXT.format(output="{output.yaml}")
+
+
 rule behavior_policy:
     input:
         data=dataset_path,
+        config=rules.behavior_policy_config.output.yaml,
     output:
-        policy=f"{RESULTS}/behavior/{{env}}-{{dataset}}/seed{{seed}}/policy.pt",
+        policy=layout.behavior_policy_file(RESULTS),
     log:
-        f"{LOGS}/behavior/{{env}}-{{dataset}}/seed{{seed}}.log",
+        layout.task_log(LOGS, "behavior"),
     params:
-        options=behavior_policy_options(),
         device=config["device"],
         gpu_lock=gpu_lock,
     threads: job_resources("behavior_policy")["threads"]
@@ -22,4 +40,4 @@ rule behavior_policy:
         CONDA_ENV
     shell:
         "{params.gpu_lock} python -m adept behavior-policy --data {input.data} --env {wildcards.env} "
-        "--seed {wildcards.seed} --out {output.policy} {params.options} --device {params.device} > {log} 2>&1"
+        "--seed {wildcards.seed} --config {input.config} --out {output.policy} --device {params.device} > {log} 2>&1"

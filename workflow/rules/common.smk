@@ -14,13 +14,13 @@ from pathlib import Path
 
 import yaml
 
-from adept.cli import check_command_options
 from adept.closed_loop import ClosedLoopConfig
 from adept.config import ConfigError, from_dict, merge
-from adept.methods import MODEL_ROLLOUT_LEARNERS, STANDALONE_LEARNERS, parse_method
+from adept import layout
+from adept.methods import is_train_rule_method, parse_method, train_rule_pattern
 from adept.runner import RunConfig, TrainConfig
 from adept.world_model import ARCHITECTURE_KEYS, WorldModelConfig
-from baselines import LEARNERS, learner_config
+from baselines import learner_config
 
 DATA_DIR = config["data"]["dir"]
 SOURCE = config["data"]["source"]
@@ -43,13 +43,11 @@ CONFIGURED_METHODS = list(dict.fromkeys([*TABLE1_METHODS, *FIGURE3_METHODS, *TAB
 CONDA_ENV = f"{workflow.basedir}/workflow/envs/adept.yaml"  # absolute: rules live in different folders
 GPU_LOCK = f"{workflow.basedir}/workflow/scripts/gpu_lock.py"
 
-# The methods of the `train` rule (`python -m adept train`) - <learner>, adept-<learner>, diff-<learner>,
-# each with an optional _<label> for variants. Other names must come from a drop-in baseline rule
-# (mopo and combo, which `adept train` also runs, come from workflow/rules/baselines/mopo_combo.smk;
-# synther-<learner> and diffuser from synther.smk and diffuser.smk there).
-HARNESS_METHOD_PATTERN = (rf"(?:adept-|diff-)?"
-                          rf"(?:{'|'.join(sorted(set(LEARNERS) - MODEL_ROLLOUT_LEARNERS - STANDALONE_LEARNERS))})"
-                          rf"(?:_[A-Za-z0-9.+-]+)?")
+# The methods of the `train` rule (`python -m adept train`) - <learner>, adept-<learner>, diff-<learner>, each
+# with an optional _<label> for variants (adept.methods.train_rule_pattern). Other names must come from a
+# drop-in baseline rule (mopo and combo, which `adept train` also runs, come from
+# workflow/rules/baselines/mopo_combo.smk; synther-<learner> and diffuser from synther.smk and diffuser.smk).
+TRAIN_METHOD_PATTERN = train_rule_pattern()
 
 
 wildcard_constraints:
@@ -57,10 +55,6 @@ wildcard_constraints:
     dataset="|".join(re.escape(d) for d in DATASETS),
     seed=r"\d+",
     tag=r"wm-[0-9a-f]{10}",
-
-
-def is_harness_method(method):
-    return re.fullmatch(HARNESS_METHOD_PATTERN, method) is not None
 
 
 # ---------------------------------------------------------------------------------- method configs
@@ -146,32 +140,32 @@ def world_model_tag(method):
 
 
 def world_model_config_of_tag(tag):
+    """The settings file of world model `tag`'s fit: its world_model section and the world_model_training one."""
     for method in CONFIGURED_METHODS:
-        if is_harness_method(method) and method_spec(method).needs_world_model and world_model_tag(method) == tag:
-            return world_model_config(method)
+        if is_train_rule_method(method) and method_spec(method).needs_world_model and world_model_tag(method) == tag:
+            return {**world_model_config(method), **fit_settings("world_model_training")}
     raise ValueError(f"no configured method uses world model {tag!r}; it belongs to another config")
 
 
-# Options of the commands that the rules set themselves (world_model / behavior_policy rules).
-RULE_SET_OPTIONS = ("data", "env", "dataset", "source", "seed", "out", "config", "overrides", "device", "threads",
-                    "quiet")
+# Keys of the fit sections (world_model_training, ensemble_training, synther_training) that say how the
+# fit is run, not what it fits. They become flags of the command (--no-resume), never settings-file entries.
+FIT_RUN_FLAGS = ("no_resume",)
 
 
 def check_sections():
     """Every section on its own against the dataclass or command it configures, used or not, so that
     a misspelled key (e.g. `world_model_training: {step: 100}`) fails `snakemake -n` naming the key
     and the valid ones, and never reaches a command line."""
-    options = dict(config["behavior_policy"])
+    from adept.behavior_policy_training import BehaviorPolicyFitConfig
+    from adept.world_model_training import WorldModelFitConfig
+
     checks = [
         ("run", lambda: from_dict(RunConfig, config["run"], "run")),
         ("world_model", lambda: from_dict(WorldModelConfig, config["world_model"], "world_model")),
         ("adept", lambda: from_dict(ClosedLoopConfig, config["adept"], "adept")),
-        ("world_model_training", lambda: check_command_options(
-            ("world-model",), config["world_model_training"], "world_model_training", RULE_SET_OPTIONS)),
-        ("behavior_policy", lambda: check_command_options(
-            ("behavior-policy",), {k: v for k, v in options.items() if k != "learner"}, "behavior_policy",
-            RULE_SET_OPTIONS)),
-        ("behavior_policy.learner", lambda: learner_config("bc", options.get("learner", {}))),
+        ("world_model_training", lambda: from_dict(
+            WorldModelFitConfig, fit_settings("world_model_training")["world_model_training"], "world_model_training")),
+        ("behavior_policy", lambda: from_dict(BehaviorPolicyFitConfig, config["behavior_policy"], "behavior_policy")),
     ]
     checks += [(f"learners.{name}", lambda name=name, values=values: learner_config(name, values))
                for name, values in config["learners"].items()]
@@ -191,7 +185,7 @@ def check_config():
     if FIGURE3_METHODS and FIGURE3_ENV not in ENVS:
         raise ValueError(f"figure3.env {FIGURE3_ENV!r} is not one of the configured envs {ENVS}")
     methods = list(dict.fromkeys([*CONFIGURED_METHODS, *VARIANTS, *config["method_overrides"]]))
-    for method in filter(is_harness_method, methods):
+    for method in filter(is_train_rule_method, methods):
         try:
             sections = method_sections(method)
             TrainConfig.from_dict(train_config(method))
@@ -230,9 +224,9 @@ def check_baselines_have_rules():
     """Every configured method that `adept train` does not run must be written by some rule."""
     produced = [str(f) for rule in workflow.rules for f in rule.output]
     for method in CONFIGURED_METHODS:
-        if not is_harness_method(method) and not any(p.startswith(f"{RUNS}/{method}/") for p in produced):
+        if not is_train_rule_method(method) and not any(p.startswith(f"{RUNS}/{method}/") for p in produced):
             raise ValueError(
-                f"method {method!r} is neither a harness method ({HARNESS_METHOD_PATTERN}) nor written by a "
+                f"method {method!r} is neither a harness method ({TRAIN_METHOD_PATTERN}) nor written by a "
                 f"drop-in rule (no rule has the output {RUNS}/{method}/.../final.json); see "
                 "workflow/rules/baselines/README.md")
 
@@ -241,26 +235,22 @@ def check_baselines_have_rules():
 
 def dataset_path(wildcards):
     """The hdf5 file of (env, dataset) for the configured source; one source never stands in for the other."""
-    if SOURCE == "d4rl":
-        return f"{DATA_DIR}/d4rl/{wildcards.env}_{wildcards.dataset.replace('-', '_')}-v2.hdf5"
-    size = config["data"]["size"]
-    suffix = f"-n{size}" if size is not None else ""
-    # The layout of adept.data.generated.generated_path, so `adept train --source generated` finds it too.
-    return f"{DATA_DIR}/generated/{wildcards.env}-{wildcards.dataset}-seed{config['data']['seed']}{suffix}.hdf5"
+    data = config["data"]
+    return layout.dataset_file(DATA_DIR, SOURCE, wildcards.env, wildcards.dataset, size=data["size"], seed=data["seed"])
 
 
 def behavior_policy_path(wildcards):
-    return f"{RESULTS}/behavior/{wildcards.env}-{wildcards.dataset}/seed{wildcards.seed}/policy.pt"
+    return layout.behavior_policy_file(RESULTS, wildcards.env, wildcards.dataset, wildcards.seed)
 
 
 def world_model_path(wildcards):
-    tag = world_model_tag(wildcards.method)
-    return f"{RESULTS}/world_models/{tag}/{wildcards.env}-{wildcards.dataset}/seed{wildcards.seed}/model.pt"
+    return layout.world_model_file(RESULTS, world_model_tag(wildcards.method), wildcards.env, wildcards.dataset,
+                                   wildcards.seed)
 
 
 def train_inputs(wildcards):
     spec = method_spec(wildcards.method)
-    inputs = {"data": dataset_path(wildcards), "config": f"{RESULTS}/configs/{wildcards.method}.yaml"}
+    inputs = {"data": dataset_path(wildcards), "config": layout.method_config_file(RESULTS, wildcards.method)}
     if spec.needs_world_model:
         inputs["world_model"] = world_model_path(wildcards)
     if spec.needs_behavior_policy:
@@ -293,11 +283,16 @@ def set_flags(options):
     return " ".join(f"--set {shlex.quote(f'{key}={json.dumps(value)}')}" for key, value in options.items())
 
 
-def behavior_policy_options():
-    """Options of `adept behavior-policy`; its `learner:` entries (BCConfig fields) become --set flags."""
-    options = dict(config["behavior_policy"])
-    learner = options.pop("learner", {})
-    return " ".join(filter(None, [cli_flags(options), set_flags(learner)]))
+def fit_settings(*sections):
+    """The settings file of a fit command (`adept world-model`, `ensemble`, `synther`, `behavior-policy`
+    --config): the config's sections of that fit (its model and its schedule), without FIT_RUN_FLAGS.
+    Every fit takes its settings this one way; a change rewrites the file, so the fit runs again."""
+    return {name: {k: v for k, v in config[name].items() if k not in FIT_RUN_FLAGS} for name in sections}
+
+
+def fit_run_flags(section):
+    """The FIT_RUN_FLAGS the fit section sets, as flags (no_resume: true -> --no-resume)."""
+    return cli_flags({k: v for k, v in config[section].items() if k in FIT_RUN_FLAGS})
 
 
 # Shell command of the rules that write a generated text file (params.text): atomically, without a
@@ -317,14 +312,14 @@ def job_resources(kind):
 
 # ---------------------------------------------------------------------- generated medium datasets
 
-BEHAVIOR_DIR = f"{DATA_DIR}/behavior"
+COLLECTOR_DIR = f"{DATA_DIR}/collectors"
 
 
-def behavior_agent_settings(wildcards):
-    """`--set` flags of the shipped medium checkpoint's training run (adept/behavior_checkpoints/
+def collector_settings(wildcards):
+    """`--set` flags of the shipped medium snapshot's training run (adept/collector_snapshots/
     manifest.json), so that a rebuilt run is that run: medium-replay must be the replay buffer of
-    the agent whose snapshot generates medium. Other seeds train with the trainer's defaults."""
-    manifest_path = Path(workflow.basedir, "adept/behavior_checkpoints/manifest.json")
+    the collector whose snapshot generates medium. Other seeds train with the trainer's defaults."""
+    manifest_path = Path(workflow.basedir, "adept/collector_snapshots/manifest.json")
     entry = json.loads(manifest_path.read_text()).get(wildcards.env) if manifest_path.is_file() else None
     if entry is None or int(entry["seed"]) != int(wildcards.data_seed):
         return ""
@@ -341,14 +336,15 @@ def behavior_agent_settings(wildcards):
 
 def generate_dataset_inputs(wildcards):
     if wildcards.dataset == "medium-replay":
-        return {"replay": f"{BEHAVIOR_DIR}/{wildcards.env}/seed{wildcards.data_seed}/replay.hdf5"}
+        return {"replay": f"{COLLECTOR_DIR}/{wildcards.env}/seed{wildcards.data_seed}/replay.hdf5"}
     return {}
 
 
 # ----------------------------------------------------------------------------------------- targets
 
 def run_outputs(methods, envs):
-    return [f"{RUNS}/{m}/{e}-{d}/seed{s}/final.json" for m in methods for e in envs for d in DATASETS for s in SEEDS]
+    return [layout.run_file(RUNS, m, env=e, dataset=d, seed=s) for m in methods for e in envs for d in DATASETS
+            for s in SEEDS]
 
 
 def table1_runs(wildcards):
@@ -399,7 +395,7 @@ def check_model_error_figure():
             if method not in CONFIGURED_METHODS:
                 raise ValueError(f"figure_model_error.pairs names {method!r}, which no table or figure runs; add it "
                                  "to figure3.methods (or table1.methods) or remove the pair")
-            if not is_harness_method(method) or method_spec(method).synthetic != kind:
+            if not is_train_rule_method(method) or method_spec(method).synthetic != kind:
                 raise ValueError(f"figure_model_error.pairs: the `{kind}:` entry must be named {kind}-<learner>, "
                                  f"got {method!r}")
         if not set(method_envs(adept)) & set(method_envs(diff)):
@@ -409,7 +405,7 @@ def check_model_error_figure():
 
 def model_error_runs(wildcards):
     return list(dict.fromkeys(
-        f"{RUNS}/{m}/{e}-{d}/seed{s}/final.json" for adept, diff in model_error_pairs() for m in (adept, diff)
+        layout.run_file(RUNS, m, env=e, dataset=d, seed=s) for adept, diff in model_error_pairs() for m in (adept, diff)
         for e, d in model_error_tasks() if e in method_envs(adept) and e in method_envs(diff) for s in SEEDS))
 
 

@@ -26,20 +26,20 @@ rule fetch_d4rl:
         "--dir {params.folder} > {log} 2>&1"
 
 
-rule behavior_agent:
-    """The online SAC behaviour agent of the generated medium-replay data: trained until its
+rule collector:
+    """The collector (online SAC) of the generated medium-replay data: trained until its
     stochastic policy reaches D4RL's medium return, keeping its replay buffer (medium-replay is that
     buffer up to the snapshot). CPU-bound, one env at a time: 11-50 min per env on 2 shared cores with
-    the shipped settings (docs/notes/medium-datasets.md). `medium` needs only the shipped checkpoint."""
+    the shipped settings (docs/notes/medium-datasets.md). `medium` needs only the shipped snapshot."""
     output:
-        replay=f"{BEHAVIOR_DIR}/{{env}}/seed{{data_seed}}/replay.hdf5",
+        replay=f"{COLLECTOR_DIR}/{{env}}/seed{{data_seed}}/replay.hdf5",
     wildcard_constraints:
         data_seed=r"\d+",
     log:
-        f"{LOGS}/datasets/behavior/{{env}}-seed{{data_seed}}.log",
+        f"{LOGS}/datasets/collectors/{{env}}-seed{{data_seed}}.log",
     params:
         out_dir=lambda wildcards, output: Path(output.replay).parent,
-        settings=behavior_agent_settings,
+        settings=collector_settings,
     threads: 1  # one env stepped at a time; more threads only spin on small networks
     resources:
         mem_mb=job_resources("dataset")["mem_mb"],
@@ -47,13 +47,13 @@ rule behavior_agent:
     conda:
         CONDA_ENV
     shell:
-        "python -m adept behavior-agent train --env {wildcards.env} --seed {wildcards.data_seed} "
+        "python -m adept collector train --env {wildcards.env} --seed {wildcards.data_seed} "
         "--threads 1 {params.settings} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule generate_dataset:
     """Generate a D4RL-recipe dataset locally (random: uniform actions; medium: the shipped
-    behaviour-policy checkpoint's sampled actions; medium-replay: the behaviour agent's buffer)."""
+    collector snapshot's sampled actions; medium-replay: the collector's buffer)."""
     input:
         unpack(generate_dataset_inputs),
     output:
@@ -65,7 +65,7 @@ rule generate_dataset:
         f"{LOGS}/datasets/generated/{{env}}-{{dataset}}-seed{{data_seed}}{{size_suffix}}.log",
     params:
         size=lambda wildcards: f"--size {wildcards.size_suffix[2:]}" if wildcards.size_suffix else "",
-        behavior_dir=BEHAVIOR_DIR,
+        collector_dir=COLLECTOR_DIR,
     threads: job_resources("dataset")["threads"]
     resources:
         mem_mb=job_resources("dataset")["mem_mb"],
@@ -73,5 +73,5 @@ rule generate_dataset:
     conda:
         CONDA_ENV
     shell:
-        "ADEPT_BEHAVIOR_DIR={params.behavior_dir} python -m adept datasets generate --env {wildcards.env} "
+        "ADEPT_COLLECTOR_DIR={params.collector_dir} python -m adept datasets generate --env {wildcards.env} "
         "--dataset {wildcards.dataset} --seed {wildcards.data_seed} {params.size} --out {output.hdf5} > {log} 2>&1"

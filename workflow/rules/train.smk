@@ -9,7 +9,7 @@
 rule method_config:
     """The run config of a method (sections run, learner, world_model, adept), from the config."""
     output:
-        yaml=f"{RESULTS}/configs/{{method}}.yaml",
+        yaml=layout.method_config_file(RESULTS),
     log:
         f"{LOGS}/configs/{{method}}.log",
     params:
@@ -24,11 +24,11 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        final=f"{RUNS}/{{method}}/{{env}}-{{dataset}}/seed{{seed}}/final.json",
+        final=layout.run_file(RUNS),
     wildcard_constraints:
-        method=HARNESS_METHOD_PATTERN,
+        method=TRAIN_METHOD_PATTERN,
     log:
-        f"{LOGS}/train/{{method}}/{{env}}-{{dataset}}/seed{{seed}}.log",
+        layout.task_log(LOGS, "train", "{method}"),
     params:
         out_dir=lambda wildcards, output: Path(output.final).parent,
         models=model_flags,

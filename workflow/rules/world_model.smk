@@ -1,6 +1,7 @@
 # Stage 3: the guided diffusion world model, trained once per (env, dataset, seed) and world-model
 # config. The config's hash names the folder, so ADEPT-X and Diff+X share one model and Table 4's
-# K variants get their own; the folder also holds the config it was trained with.
+# K variants get their own; the folder also holds the settings file it was trained with (sections
+# world_model and world_model_training, as every fit takes them).
 
 
 rule world_model_config:
@@ -23,11 +24,11 @@ rule world_model:
         data=dataset_path,
         config=f"{RESULTS}/world_models/{{tag}}/config.yaml",
     output:
-        model=f"{RESULTS}/world_models/{{tag}}/{{env}}-{{dataset}}/seed{{seed}}/model.pt",
+        model=layout.world_model_file(RESULTS),
     log:
-        f"{LOGS}/world_models/{{tag}}/{{env}}-{{dataset}}/seed{{seed}}.log",
+        layout.task_log(LOGS, "world_models", "{tag}"),
     params:
-        options=cli_flags(config["world_model_training"]),
+        options=fit_run_flags("world_model_training"),
         device=config["device"],
         gpu_lock=gpu_lock,
     threads: job_resources("world_model")["threads"]

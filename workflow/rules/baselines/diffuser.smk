@@ -25,11 +25,11 @@ rule baseline_diffuser:
     """Diffuser: U-Net trajectory diffusion + value guidance, planning at evaluation."""
     input:
         data=dataset_path,
-        config=f"{RESULTS}/configs/{DIFFUSER_BASELINE}.yaml",
+        config=layout.method_config_file(RESULTS, DIFFUSER_BASELINE),
     output:
-        final=f"{RUNS}/diffuser/{{env}}-{{dataset}}/seed{{seed}}/final.json",
+        final=layout.run_file(RUNS, "diffuser"),
     log:
-        f"{LOGS}/baselines/diffuser/{{env}}-{{dataset}}/seed{{seed}}.log",
+        layout.task_log(LOGS, "baselines", "diffuser"),
     params:
         out_dir=lambda wildcards, output: Path(output.final).parent,
         task=lambda wildcards: task_override_flags(DIFFUSER_BASELINE, wildcards.env, wildcards.dataset),

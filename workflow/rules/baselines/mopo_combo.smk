@@ -9,6 +9,7 @@
 # beta; sources in docs/notes/model-based-baselines.md).
 
 from adept.ensemble import EnsembleConfig
+from adept.ensemble_training import EnsembleFitConfig
 from adept.model_rollouts import check_run_configs
 
 ENSEMBLES = f"{RESULTS}/ensembles"
@@ -16,7 +17,7 @@ ENSEMBLES = f"{RESULTS}/ensembles"
 # Checked before any job starts: the ensemble's sections, and every mopo / combo run of the grid with
 # its per-dataset settings (MOPO needs lambda > 0, COMBO none, both the fraction rule).
 from_dict(EnsembleConfig, config["ensemble"], "ensemble")
-check_command_options(("ensemble",), config["ensemble_training"], "ensemble_training", RULE_SET_OPTIONS)
+from_dict(EnsembleFitConfig, fit_settings("ensemble_training")["ensemble_training"], "ensemble_training")
 check_run_configs({(method, env, dataset): merge(train_config(method), task_overrides(method, env, dataset))
                    for method in ("mopo", "combo") if method in CONFIGURED_METHODS
                    for env in ENVS for dataset in DATASETS})
@@ -27,13 +28,13 @@ localrules:
 
 
 rule ensemble_config:
-    """The `ensemble:` section (EnsembleConfig) the fits read; a change refits every ensemble."""
+    """The settings file of the fits (sections ensemble and ensemble_training); a change refits every ensemble."""
     output:
         yaml=f"{ENSEMBLES}/config.yaml",
     log:
         f"{LOGS}/ensembles/config.log",
     params:
-        text=yaml.safe_dump({"ensemble": config["ensemble"]}, sort_keys=False),
+        text=yaml.safe_dump(fit_settings("ensemble", "ensemble_training"), sort_keys=False),
     conda:
         CONDA_ENV
     shell:
@@ -47,11 +48,11 @@ rule ensemble:
         data=dataset_path,
         config=rules.ensemble_config.output.yaml,
     output:
-        model=f"{ENSEMBLES}/{{env}}-{{dataset}}/seed{{seed}}/ensemble.pt",
+        model=layout.ensemble_file(RESULTS),
     log:
-        f"{LOGS}/ensembles/{{env}}-{{dataset}}/seed{{seed}}.log",
+        layout.task_log(LOGS, "ensembles"),
     params:
-        options=cli_flags(config["ensemble_training"]),
+        options=fit_run_flags("ensemble_training"),
         device=config["device"],
         gpu_lock=gpu_lock,
     threads: job_resources("ensemble")["threads"]
@@ -80,12 +81,12 @@ rule baseline_mopo:
     """MOPO: SAC on 5% real / 95% model data, model rewards penalised by lambda * max_i ||sigma_i(s, a)||."""
     input:
         data=dataset_path,
-        config=f"{RESULTS}/configs/mopo.yaml",
+        config=layout.method_config_file(RESULTS, "mopo"),
         ensemble=rules.ensemble.output.model,
     output:
-        final=f"{RUNS}/mopo/{{env}}-{{dataset}}/seed{{seed}}/final.json",
+        final=layout.run_file(RUNS, "mopo"),
     log:
-        f"{LOGS}/baselines/mopo/{{env}}-{{dataset}}/seed{{seed}}.log",
+        layout.task_log(LOGS, "baselines", "mopo"),
     params:
         method="mopo",
         out_dir=lambda wildcards, output: Path(output.final).parent,
@@ -108,12 +109,12 @@ rule baseline_combo:
     """COMBO: a conservative critic (Q down on model states, up on data) on 50% real / 50% model data."""
     input:
         data=dataset_path,
-        config=f"{RESULTS}/configs/combo.yaml",
+        config=layout.method_config_file(RESULTS, "combo"),
         ensemble=rules.ensemble.output.model,
     output:
-        final=f"{RUNS}/combo/{{env}}-{{dataset}}/seed{{seed}}/final.json",
+        final=layout.run_file(RUNS, "combo"),
     log:
-        f"{LOGS}/baselines/combo/{{env}}-{{dataset}}/seed{{seed}}.log",
+        layout.task_log(LOGS, "baselines", "combo"),
     params:
         method="combo",
         out_dir=lambda wildcards, output: Path(output.final).parent,

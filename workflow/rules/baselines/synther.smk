@@ -8,6 +8,7 @@
 # D-hat with upsampling.num_samples transitions from the model, then trains the learner on them.
 
 from adept.synther import SyntherConfig
+from adept.synther_training import SyntherFitConfig
 
 SYNTHER_MODELS = f"{RESULTS}/synther"
 SYNTHER_BASELINES = ("synther-td3bc", "synther-iql")  # SynthER's offline results: TD3+BC and IQL
@@ -16,7 +17,7 @@ SYNTHER_BASELINES = ("synther-td3bc", "synther-iql")  # SynthER's offline result
 # Checked before any job starts: the SynthER sections, and the run config of every configured
 # synther-<learner> on every task of the grid.
 from_dict(SyntherConfig, config["synther"], "synther")
-check_command_options(("synther",), config["synther_training"], "synther_training", RULE_SET_OPTIONS)
+from_dict(SyntherFitConfig, fit_settings("synther_training")["synther_training"], "synther_training")
 for checked, task_env, task_dataset in [(m, e, d) for m in SYNTHER_BASELINES if m in CONFIGURED_METHODS
                                         for e in ENVS for d in DATASETS]:
     try:
@@ -32,13 +33,13 @@ localrules:
 
 
 rule synther_config:
-    """The `synther:` section (SyntherConfig) the fits read; a change refits every model."""
+    """The settings file of the fits (sections synther and synther_training); a change refits every model."""
     output:
         yaml=f"{SYNTHER_MODELS}/config.yaml",
     log:
         f"{LOGS}/synther/config.log",
     params:
-        text=yaml.safe_dump({"synther": config["synther"]}, sort_keys=False),
+        text=yaml.safe_dump(fit_settings("synther", "synther_training"), sort_keys=False),
     conda:
         CONDA_ENV
     shell:
@@ -52,11 +53,11 @@ rule synther:
         data=dataset_path,
         config=rules.synther_config.output.yaml,
     output:
-        model=f"{SYNTHER_MODELS}/{{env}}-{{dataset}}/seed{{seed}}/synther.pt",
+        model=layout.synther_file(RESULTS),
     log:
-        f"{LOGS}/synther/{{env}}-{{dataset}}/seed{{seed}}.log",
+        layout.task_log(LOGS, "synther"),
     params:
-        options=cli_flags(config["synther_training"]),
+        options=fit_run_flags("synther_training"),
         device=config["device"],
         gpu_lock=gpu_lock,
     threads: job_resources("synther")["threads"]
@@ -87,12 +88,12 @@ for synther_method in SYNTHER_BASELINES:  # one rule per method, its name writte
             f"baseline_{synther_method.replace('-', '_')}"
         input:
             data=dataset_path,
-            config=f"{RESULTS}/configs/{synther_method}.yaml",
-            synther=f"{SYNTHER_MODELS}/{{env}}-{{dataset}}/seed{{seed}}/synther.pt",
+            config=layout.method_config_file(RESULTS, synther_method),
+            synther=layout.synther_file(RESULTS),
         output:
-            final=f"{RUNS}/{synther_method}/{{env}}-{{dataset}}/seed{{seed}}/final.json",
+            final=layout.run_file(RUNS, synther_method),
         log:
-            f"{LOGS}/baselines/{synther_method}/{{env}}-{{dataset}}/seed{{seed}}.log",
+            layout.task_log(LOGS, "baselines", synther_method),
         params:
             method=synther_method,
             out_dir=lambda wildcards, output: Path(output.final).parent,
